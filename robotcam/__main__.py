@@ -1,0 +1,3 @@
+from robotcam.cli import main
+
+raise SystemExit(main())

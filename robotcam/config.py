@@ -1,0 +1,294 @@
+"""The one typed config tree: defaults, YAML loading and validation in one place.
+
+Every key has a default, so an empty file (or none at all) is a valid setup. Validation is
+pydantic's, in strict mode (YAML already says what type a value is, so "640" is not a width);
+its errors are rewritten into one line per problem, named by dotted key path, all at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_PATH = Path("/etc/robotcam.yaml")
+
+VideoSourceName = Literal["auto", "testpattern", "picamera", "v4l2", "file"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ServerConfig(Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)
+
+
+class VideoConfig(Section):
+    source: VideoSourceName = "auto"
+    width: int = Field(640, ge=64, le=4096)
+    height: int = Field(480, ge=64, le=4096)
+    fps: float = Field(30.0, gt=0, le=120)
+    bitrate: int = Field(1_000_000, ge=50_000, le=50_000_000)
+    keyframe_interval: float = Field(2.0, ge=0.1, le=60)
+    encoder_preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
+    ] = "ultrafast"
+    stall_timeout: float = Field(5.0, ge=0.5, le=300)
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be an even number (got {value}): 4:2:0 video halves it")
+        return value
+
+
+class IceServer(Section):
+    """One STUN/TURN server, as in the browser's RTCIceServer ({urls, username, credential})."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: SecretStr | None = None
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ValueError(f"must be a URL or a list of URLs (got {_show(value)})")
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must list at least one URL")
+        for url in value:
+            if not re.match(r"^(stun|stuns|turn|turns):[^\s]+$", url):
+                raise ValueError(
+                    f"must start with stun:, stuns:, turn: or turns: (got {url!r})"
+                )
+        return value
+
+
+_INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+
+
+class WebRTCConfig(Section):
+    ice_servers: list[IceServer] = []
+    max_peers: int = Field(16, ge=1, le=1000)
+    host_addresses: list[str] = []
+    connect_timeout: float = Field(30.0, ge=1, le=600)
+
+    @field_validator("host_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_address(entry)
+            except ValueError:
+                if not _INTERFACE_NAME.match(entry):
+                    raise ValueError(
+                        f"{entry!r} is neither an IP address nor an interface name"
+                    ) from None
+        return value
+
+
+class LoggingConfig(Section):
+    level: LogLevel = "info"
+
+
+class Config(Section):
+    server: ServerConfig = ServerConfig()
+    video: VideoConfig = VideoConfig()
+    webrtc: WebRTCConfig = WebRTCConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """`video:` with every key under it commented out is YAML null: use the defaults."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+    def masked(self) -> dict[str, Any]:
+        """The effective config as plain data, secrets replaced by asterisks."""
+        return self.model_dump(mode="json")
+
+
+class ConfigError(Exception):
+    """Every problem found in one config source, each naming its key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        count = len(self.problems)
+        return f"{self.source}: {count} problem{'s' if count != 1 else ''}\n{lines}"
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Parse YAML text into a validated Config, or raise ConfigError listing every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [_yaml_problem(exc)]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source,
+            [f"(top level): must be a mapping of sections such as 'video:' (got {_type_name(data)})"],
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_problem(err) for err in exc.errors()]) from None
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load a config file; None means built-in defaults."""
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["cannot read file: not UTF-8 text"]) from None
+    return parse_config(text, str(path))
+
+
+def default_path() -> Path | None:
+    """/etc/robotcam.yaml when it exists, else None (built-in defaults)."""
+    return DEFAULT_PATH if DEFAULT_PATH.exists() else None
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.masked(), sort_keys=False, default_flow_style=False)
+
+
+# --- error messages ------------------------------------------------------------------------
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+    return f"(YAML syntax) {where}: {problem}"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in YAML: text quoted, containers by kind only."""
+    if isinstance(value, (dict, list)) or value is None:
+        return _type_name(value)
+    if isinstance(value, str):
+        return f"text {value!r}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return yaml.safe_dump(value).strip().removesuffix("...").strip()
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that holds the key at loc, to suggest its real field names."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = field.annotation
+        if get_origin(model) is list:
+            model = get_args(model)[0]
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+# Names people reach for that mean one of ours (RTCIceServer calls the password "credential").
+_SYNONYMS = {
+    "password": "credential", "secret": "credential", "url": "urls", "user": "username",
+    "framerate": "fps", "frame_rate": "fps", "resolution": "width", "gop": "keyframe_interval",
+    "address": "host", "listen": "host", "level": "level", "loglevel": "level",
+}
+
+
+def _suggest(key: str, names: list[str]) -> str:
+    hint = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if not hint:
+        synonym = difflib.get_close_matches(key.lower(), list(_SYNONYMS), n=1, cutoff=0.75)
+        hint = [_SYNONYMS[synonym[0]]] if synonym and _SYNONYMS[synonym[0]] in names else []
+    return f"did you mean '{hint[0]}'?" if hint else f"known keys: {', '.join(names)}"
+
+
+def _problem(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    key = _dotted(loc)
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        names = list(model.model_fields) if model else []
+        return f"{key}: unknown key ({_suggest(str(loc[-1]), names)})"
+    if kind == "literal_error":
+        return f"{key}: must be one of {ctx.get('expected', '')} (got {value!r})"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        word = {"greater_than_equal": "at least", "greater_than": "more than",
+                "less_than_equal": "at most", "less_than": "less than"}[kind]
+        bound = next(iter(ctx.values()))
+        return f"{key}: must be {word} {_show(bound)} (got {_show(value)})"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{key}: must be a mapping of keys (got {_type_name(value)})"
+    expected = {
+        "int_type": "an integer", "int_from_float": "a whole number",
+        "float_type": "a number", "string_type": "text", "bool_type": "true or false",
+        "list_type": "a list",
+    }.get(kind)
+    if expected:
+        return f"{key}: must be {expected} (got {_show(value)})"
+    if kind == "value_error":
+        return f"{key}: {err['msg'].removeprefix('Value error, ')}"
+    if kind == "missing":
+        return f"{key}: is required"
+    return f"{key}: {err['msg']} (got {_show(value)})"

@@ -1,0 +1,90 @@
+"""The media side of the service: the video pipeline and the viewers, without HTTP.
+
+Tests and the service both drive it the same way: start(), serve offers, stop(). Stop runs in
+reverse order of start: viewers first, then encoders and source, then the ICE address pin.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from robotcam import __version__
+from robotcam.config import Config
+from robotcam.ice import pin_host_addresses
+from robotcam.peers import PeerManager
+from robotcam.pipeline import SourceFactory, VideoPipeline
+from robotcam.sources import open_source
+
+DEGRADED_FPS_RATIO = 0.5  # measured below half the configured rate: degraded
+
+
+class Daemon:
+    def __init__(self, config: Config, source_factory: SourceFactory = open_source) -> None:
+        self.config = config
+        self.pipeline = VideoPipeline(config.video, source_factory)
+        self.peers = PeerManager(self.pipeline, config.webrtc)
+        self.started_at = time.monotonic()
+        self._unpin = lambda: None
+
+    async def start(self) -> None:
+        self._unpin = pin_host_addresses(self.config.webrtc.host_addresses)
+        try:
+            await self.pipeline.start()
+        except BaseException:
+            self._unpin()
+            raise
+
+    async def stop(self) -> None:
+        try:
+            await self.peers.close_all()
+            await self.pipeline.stop()
+        finally:
+            self._unpin()
+
+    def apply_config(self, config: Config) -> None:
+        """Take a reloaded config for everything but the video pipeline (see reload.py)."""
+        if config.webrtc.host_addresses != self.config.webrtc.host_addresses:
+            self._unpin()
+            self._unpin = pin_host_addresses(config.webrtc.host_addresses)
+        self.config = config
+        self.peers.webrtc = config.webrtc
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def health(self) -> dict[str, Any]:
+        """What /health reports: failing (503) when no frames flow, degraded when they are slow
+        or the viewer limit is reached, ok otherwise."""
+        video = self.pipeline.snapshot()
+        viewers = len(self.peers)
+        limit = self.config.webrtc.max_peers
+        if not self.pipeline.healthy():
+            status = "failing"
+        elif (
+            video["fps_measured"] < self.config.video.fps * DEGRADED_FPS_RATIO
+            and time.monotonic() - self.started_at > 5
+        ) or viewers >= limit:
+            status = "degraded"
+        else:
+            status = "ok"
+        return {
+            "status": status,
+            "version": __version__,
+            "uptime": round(time.monotonic() - self.started_at, 1),
+            "video": video,
+            "peers": {"count": viewers, "max": limit, "sessions": self.peers.snapshot()},
+        }
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: '3 viewers, 30.0 fps, testpattern'."""
+        viewers = len(self.peers)
+        return (
+            f"{viewers} viewer{'s' if viewers != 1 else ''}, "
+            f"{self.pipeline.measured_fps():.1f} fps, {self.pipeline.source_name}"
+            + ("" if self.pipeline.healthy() else f" ({self.pipeline.state})")
+        )

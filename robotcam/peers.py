@@ -1,0 +1,253 @@
+"""One RTCPeerConnection per viewer: negotiate, watch, time out, close.
+
+A viewer gets its own PeerVideoTrack attached to the hub of the codec the answer settled on
+(H.264 preferred, VP8 for browsers without it). Its PLI/FIR requests reach the shared encoder:
+aiortc only forwards them to encoders it runs itself, so the sender's hook is wrapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp
+from aiortc.exceptions import InternalError, InvalidStateError, OperationError
+
+from robotcam.config import WebRTCConfig
+from robotcam.hub import PeerVideoTrack
+from robotcam.pipeline import VideoPipeline
+
+log = logging.getLogger(__name__)
+
+_session_ids = itertools.count(1)
+SUPPORTED_CODECS = ("H264", "VP8")
+
+
+class OfferError(Exception):
+    """An offer we refuse: status is the HTTP status, the message says what to fix."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+@dataclass(eq=False)
+class PeerSession:
+    id: int
+    pc: RTCPeerConnection
+    track: PeerVideoTrack
+    created: float = field(default_factory=time.monotonic)
+    codec: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.pc.connectionState,
+            "codec": self.codec,
+            "age": round(time.monotonic() - self.created, 1),
+            "packets_sent": self.track.packets_sent,
+            "packets_dropped": self.track.packets_dropped,
+        }
+
+
+def video_codec_preferences() -> list[Any]:
+    """H.264 constrained baseline first (every browser decodes it, Pi cameras encode it),
+    then VP8, each with its retransmission codec."""
+    caps = RTCRtpSender.getCapabilities("video").codecs
+
+    def rank(codec: Any) -> tuple[int, int]:
+        name = codec.mimeType.split("/")[1].upper()
+        order = {"H264": 0, "VP8": 1, "RTX": 2}.get(name, 3)
+        constrained = 0 if codec.parameters.get("profile-level-id", "").lower() == "42e01f" else 1
+        return order, constrained
+
+    return sorted((c for c in caps if rank(c)[0] < 3), key=rank)
+
+
+def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
+    """Reject what aiortc would choke on, with a message a client author can act on."""
+    if not sdp.lstrip().startswith("v=0"):
+        raise OfferError(400, "invalid SDP: an SDP offer starts with 'v=0'")
+    try:
+        description = aiortc_sdp.SessionDescription.parse(sdp)
+    except Exception as exc:  # noqa: BLE001 - aiortc's parser raises assorted types
+        raise OfferError(400, f"invalid SDP: {exc or type(exc).__name__}") from None
+    video = [m for m in description.media if m.kind == "video"]
+    if not video:
+        raise OfferError(
+            400,
+            "the offer has no video section: add a receive-only video transceiver "
+            "(pc.addTransceiver('video', {direction: 'recvonly'}))",
+        )
+    if video[0].direction not in (None, "recvonly", "sendrecv"):
+        raise OfferError(
+            400, f"the offer's video is {video[0].direction}: it must be recvonly or sendrecv"
+        )
+    for media in description.media:
+        # aiortc accepts these missing, then fails in a background task after answering
+        if not (media.ice and media.ice.usernameFragment and media.ice.password):
+            raise OfferError(400, f"invalid SDP offer: {media.kind} section has no ICE ufrag/pwd")
+        if not (media.dtls and media.dtls.fingerprints):
+            raise OfferError(400, f"invalid SDP offer: {media.kind} section has no DTLS fingerprint")
+    names = {c.name.upper() for c in video[0].rtp.codecs}
+    if not names & set(SUPPORTED_CODECS):
+        raise OfferError(
+            400, "the offer has no video codec robotcam sends: it needs H264 or VP8"
+        )
+    return description
+
+
+def answer_codec(sdp: str) -> str | None:
+    """The codec the answer's first video section settled on (the sender uses the first)."""
+    for media in aiortc_sdp.SessionDescription.parse(sdp).media:
+        if media.kind == "video" and media.rtp.codecs:
+            return media.rtp.codecs[0].name.upper()
+    return None
+
+
+class PeerManager:
+    """Owns every viewer's connection and the tasks watching them."""
+
+    def __init__(self, pipeline: VideoPipeline, webrtc: WebRTCConfig) -> None:
+        self.pipeline = pipeline
+        self.webrtc = webrtc
+        self.sessions: dict[int, PeerSession] = {}
+        self._pending = 0  # offers being negotiated, counted against max_peers
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        # An explicit empty list: aiortc adds Google's STUN server when given None.
+        return RTCConfiguration(iceServers=[
+            RTCIceServer(
+                urls=server.urls,
+                username=server.username,
+                credential=server.credential.get_secret_value() if server.credential else None,
+            )
+            for server in self.webrtc.ice_servers
+        ])
+
+    async def handle_offer(self, sdp: str) -> str:
+        """Answer a viewer's offer; the session lives on until it fails, closes or times out."""
+        if self.closed:
+            raise OfferError(503, "robotcam is shutting down")
+        if len(self.sessions) + self._pending >= self.webrtc.max_peers:
+            raise OfferError(
+                503, f"viewer limit reached ({self.webrtc.max_peers}): try again later",
+                max_peers=self.webrtc.max_peers,
+            )
+        check_offer(sdp)
+        self._pending += 1
+        pc = RTCPeerConnection(self.rtc_configuration())
+        track = PeerVideoTrack(self.pipeline.queue_size())
+        session = PeerSession(next(_session_ids), pc, track)
+        try:
+            answer = await self._negotiate(session, sdp)
+        except BaseException:
+            track.stop()
+            await pc.close()
+            raise
+        finally:
+            self._pending -= 1
+        if self.closed:  # shutdown began while we negotiated
+            await self._close(session, "shutting down")
+            raise OfferError(503, "robotcam is shutting down")
+        self.sessions[session.id] = session
+        self._watch(session)
+        log.info("viewer %d: answered (%s), %d viewer(s)", session.id, session.codec, len(self.sessions))
+        return answer
+
+    async def _negotiate(self, session: PeerSession, sdp: str) -> str:
+        pc, track = session.pc, session.track
+        sender = pc.addTrack(track)
+        transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+        transceiver.setCodecPreferences(video_codec_preferences())
+
+        request_from_browser = sender._send_keyframe
+
+        def on_picture_loss() -> None:
+            request_from_browser()
+            track.request_keyframe()
+
+        sender._send_keyframe = on_picture_loss  # type: ignore[method-assign]
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except OperationError:
+            raise OfferError(
+                400, "no video codec in common: robotcam sends H264 (packetization-mode=1) or VP8"
+            ) from None
+        except (ValueError, KeyError, IndexError, InternalError, InvalidStateError) as exc:
+            raise OfferError(400, f"invalid SDP offer: {exc}") from None
+        if transceiver.mid is None:
+            raise OfferError(400, "the offer's video section could not be matched")
+        await pc.setLocalDescription(await pc.createAnswer())
+        codec = answer_codec(pc.localDescription.sdp)
+        if codec not in SUPPORTED_CODECS:
+            raise OfferError(400, "no video codec in common: robotcam sends H264 or VP8")
+        session.codec = codec
+        self.pipeline.attach(track, codec)
+        return pc.localDescription.sdp
+
+    def _watch(self, session: PeerSession) -> None:
+        pc = session.pc
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            log.info("viewer %d: connection %s", session.id, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                self._spawn(self._close(session, pc.connectionState))
+
+        self._spawn(self._expire(session))
+
+    async def _expire(self, session: PeerSession) -> None:
+        """Forget a viewer that never connects (closed tab mid-handshake, blocked UDP)."""
+        await asyncio.sleep(self.webrtc.connect_timeout)
+        if session.id in self.sessions and session.pc.connectionState != "connected":
+            log.warning(
+                "viewer %d: not connected after %.0f s (state %s): closing",
+                session.id, self.webrtc.connect_timeout, session.pc.connectionState,
+            )
+            await self._close(session, "connect timeout")
+
+    async def _close(self, session: PeerSession, why: str) -> None:
+        if self.sessions.pop(session.id, None) is not None:
+            log.info("viewer %d: closed (%s), %d viewer(s) left", session.id, why, len(self.sessions))
+        session.track.stop()
+        await session.pc.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close_all(self) -> None:
+        """Shutdown: refuse new offers, close every viewer, end every watcher task."""
+        self.closed = True
+        await asyncio.gather(
+            *(self._close(s, "shutting down") for s in list(self.sessions.values())),
+            return_exceptions=True,
+        )
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [s.describe() for s in self.sessions.values()]

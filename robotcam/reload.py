@@ -1,0 +1,45 @@
+"""Applying a new config to a running daemon (SIGHUP, `systemctl reload robotcam`).
+
+What can change live does: log level, viewer limit, ICE servers and host addresses (for new
+viewers), encoder bitrate and keyframe interval (the next frame is an IDR). Video source, size
+and rate restart the source; viewers stay connected and resume at the next keyframe. Only the
+listening address needs a restart, and the log says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from robotcam.config import Config
+from robotcam.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+RESTART_REQUIRED = {"server.host", "server.port"}
+
+
+def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """Dotted key → (old, new) for every leaf that differs, secrets masked."""
+    out: dict[str, tuple[Any, Any]] = {}
+    a, b = old.masked(), new.masked()
+    for section in b:
+        for key in b[section]:
+            if a[section][key] != b[section][key]:
+                out[f"{section}.{key}"] = (a[section][key], b[section][key])
+    if old.webrtc.ice_servers != new.webrtc.ice_servers and "webrtc.ice_servers" not in out:
+        out["webrtc.ice_servers"] = ("(credentials)", "(credentials changed)")
+    return out
+
+
+async def apply_reload(daemon: Daemon, old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    changes = changed_keys(old, new)
+    if not changes:
+        log.info("reload: configuration unchanged")
+        return changes
+    for key, (before, after) in changes.items():
+        note = " (takes effect after a restart)" if key in RESTART_REQUIRED else ""
+        log.info("reload: %s: %s -> %s%s", key, before, after, note)
+    daemon.apply_config(new)
+    await daemon.pipeline.reconfigure(new.video)
+    return changes

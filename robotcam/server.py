@@ -1,0 +1,126 @@
+"""HTTP: the web client at /, signaling at POST /offer, and GET /health.
+
+Every error from the API is JSON `{"error": "..."}` saying what was wrong, so a client author
+can act on it; nothing a client sends can take the daemon down for other viewers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from robotcam.daemon import Daemon
+from robotcam.peers import OfferError
+
+log = logging.getLogger(__name__)
+
+DAEMON = web.AppKey("daemon", Daemon)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def web_root() -> Path:
+    """The web client's files: the checkout's `web/` when running from one, else the copy that
+    packaging put inside the package (pyproject maps web/ to robotcam.web)."""
+    checkout = Path(__file__).resolve().parent.parent / "web"
+    if (checkout / "index.html").is_file():
+        return checkout
+    return Path(str(resources.files("robotcam.web")))
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API routes answer errors in JSON, including aiohttp's own (404, 405, 413)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not _is_api(request):
+            raise
+        message = {413: "request body too large"}.get(exc.status, exc.reason)
+        return json_error(exc.status, message)
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path in ("/offer", "/connect", "/health") or request.path.startswith("/api/")
+
+
+async def read_offer(request: web.Request, limit: int) -> str:
+    """The SDP of a `{"sdp": ..., "type": "offer"}` body, or an OfferError saying what is wrong.
+
+    Any content type is accepted: the seeds' clients post JSON as text/plain."""
+    if request.content_length is not None and request.content_length > limit:
+        raise OfferError(413, f"request body too large: the limit is {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise OfferError(413, f"request body too large: the limit is {limit} bytes")
+    if not body.strip():
+        raise OfferError(400, 'empty body: send JSON {"sdp": "...", "type": "offer"}')
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OfferError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise OfferError(400, 'body must be a JSON object {"sdp": "...", "type": "offer"}')
+    kind, sdp = data.get("type"), data.get("sdp")
+    if kind is None:
+        raise OfferError(400, "missing field 'type': it must be \"offer\"")
+    if kind != "offer":
+        raise OfferError(400, f"field 'type' must be \"offer\" (got {json.dumps(kind)})")
+    if sdp is None:
+        raise OfferError(400, "missing field 'sdp'")
+    if not isinstance(sdp, str):
+        raise OfferError(400, f"field 'sdp' must be a string (got {type(sdp).__name__})")
+    if not sdp.strip():
+        raise OfferError(400, "field 'sdp' is empty")
+    return sdp
+
+
+async def offer(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    try:
+        sdp = await read_offer(request, daemon.config.server.max_body_bytes)
+        answer = await daemon.peers.handle_offer(sdp)
+    except OfferError as exc:
+        log.info("offer from %s refused (%d): %s", request.remote, exc.status, exc.message)
+        return json_error(exc.status, exc.message, **exc.extra)
+    return web.json_response({"sdp": answer, "type": "answer"})
+
+
+async def health(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    report = daemon.health()
+    return web.json_response(report, status=200 if report["status"] != "failing" else 503)
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(web_root() / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@web.middleware
+async def no_cache_api(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    if _is_api(request):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    app = web.Application(
+        client_max_size=daemon.config.server.max_body_bytes,
+        middlewares=[json_errors, no_cache_api],
+    )
+    app[DAEMON] = daemon
+    app.router.add_get("/", index)
+    app.router.add_post("/offer", offer)
+    app.router.add_post("/connect", offer)  # RTCBot's client posts its offer here
+    app.router.add_get("/health", health)
+    app.router.add_static("/static/", web_root(), show_index=False, append_version=False)
+    return app

@@ -1,0 +1,271 @@
+"""The real `robotcam run` process: sd_notify, watchdog, reload on SIGHUP, exit on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import REPO, free_port
+
+HOOKS = REPO / "tests" / "hooks"
+
+
+class NotifySocket:
+    """The service manager's end of NOTIFY_SOCKET, owned by the test."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[tuple[float, str]] = []
+
+    def collect(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                break
+            for line in data.decode().splitlines():
+                self.messages.append((time.monotonic(), line))
+
+    def drain(self) -> None:
+        """Take what is already queued, so the next timestamps are arrival times."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                data = self.sock.recv(4096)
+                self.messages += [(time.monotonic(), line) for line in data.decode().splitlines()]
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+
+    def wait_for(self, line: str, timeout: float = 30, after: float = 0.0) -> float:
+        """Receive until `line` arrives (after time `after`); return when it came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for at, got in self.messages:
+                if at >= after and got == line:
+                    return at
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {line!r} within {timeout} s; got {self.lines()}")
+            self.collect(0.2)
+
+    def lines(self, after: float = 0.0) -> list[str]:
+        return [line for at, line in self.messages if at >= after]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Daemon:
+    def __init__(self, tmp: Path, config: str, env: dict[str, str]) -> None:
+        self.config_path = tmp / "robotcam.yaml"
+        self.config_path.write_text(config)
+        self.log_path = tmp / "robotcam.log"
+        self.log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "robotcam", "run", "--config", str(self.config_path)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+        return self.proc.returncode
+
+
+def config_text(port: int, **video: object) -> str:
+    video_keys = {"source": "testpattern", "width": 160, "height": 120, "fps": 15,
+                  "stall_timeout": 1.0, **video}
+    return (
+        f"server: {{host: 127.0.0.1, port: {port}}}\n"
+        f"video: {json.dumps(video_keys)}\n"
+        "webrtc: {host_addresses: [127.0.0.1], max_peers: 5}\n"
+        "logging: {level: info}\n"
+    )
+
+
+def get_health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def wait_healthy(port: int, daemon: Daemon, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert daemon.proc.poll() is None, daemon.output()
+        try:
+            if get_health(port)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"daemon not healthy within {timeout} s:\n{daemon.output()}")
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+def service_env(notify: str, stall_flag: Path | None = None, watchdog_usec: int = 2_000_000) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "WATCHDOG_PID")}
+    env.update(NOTIFY_SOCKET=notify, WATCHDOG_USEC=str(watchdog_usec), PYTHONPATH=str(HOOKS))
+    if stall_flag is not None:
+        env["ROBOTCAM_TEST_STALL_FILE"] = str(stall_flag)
+    return env
+
+
+def test_notify_watchdog_reload_and_stop(tmp_path: Path, notify_socket: NotifySocket) -> None:
+    port = free_port()
+    stall = tmp_path / "stall"
+    daemon = Daemon(tmp_path, config_text(port), service_env(str(notify_socket.path), stall))
+    try:
+        ready_at = notify_socket.wait_for("READY=1")
+        # READY only once HTTP answers and a frame exists
+        status, health = get_health(port)
+        assert status == 200 and health["video"]["frames_produced"] > 0
+        assert any(line.startswith("STATUS=") and "testpattern" in line for line in notify_socket.lines())
+        # the watchdog is pinged at half of WATCHDOG_USEC while frames flow
+        notify_socket.collect(3.5)
+        pings = [at for at, line in notify_socket.messages if line == "WATCHDOG=1" and at > ready_at]
+        assert len(pings) >= 2
+
+        # a wedged camera: pings stop, health says 503
+        stall.touch()
+        time.sleep(2.0)  # past stall_timeout (1 s)
+        notify_socket.drain()
+        stalled_at = time.monotonic()
+        notify_socket.collect(3.0)
+        assert "WATCHDOG=1" not in notify_socket.lines(after=stalled_at)
+        status, health = get_health(port)
+        assert status == 503 and health["status"] == "failing"
+        # the camera comes back (the supervisor restarts the source): pings resume
+        stall.unlink()
+        notify_socket.wait_for("WATCHDOG=1", after=time.monotonic(), timeout=40)
+
+        # SIGHUP with a changed config: RELOADING=1, READY=1, change applied
+        daemon.config_path.write_text(config_text(port).replace("max_peers: 5", "max_peers: 7"))
+        hup_at = time.monotonic()
+        daemon.proc.send_signal(signal.SIGHUP)
+        notify_socket.wait_for("READY=1", after=hup_at)
+        assert any(line.startswith("RELOADING=1") for line in notify_socket.lines(after=hup_at))
+        assert get_health(port)[1]["peers"]["max"] == 7
+        assert "reload: webrtc.max_peers: 5 -> 7" in daemon.output()
+
+        # SIGHUP with a broken config: the old one stays, every problem is logged
+        daemon.config_path.write_text("video: {fps: 999}\nwebrtc: {max_peerz: 3}\n")
+        hup_at = time.monotonic()
+        daemon.proc.send_signal(signal.SIGHUP)
+        notify_socket.wait_for("READY=1", after=hup_at)
+        output = daemon.output()
+        assert "reload refused" in output
+        assert "video.fps: must be at most 120 (got 999)" in output
+        assert "webrtc.max_peerz: unknown key (did you mean 'max_peers'?)" in output
+        status, health = get_health(port)
+        assert status == 200 and health["peers"]["max"] == 7
+
+        # SIGTERM: STOPPING=1, exit 0 within 5 s
+        term_at = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(5) == 0
+        notify_socket.collect(0.5)
+        assert "STOPPING=1" in notify_socket.lines(after=term_at)
+    finally:
+        daemon.stop()
+
+
+def test_sigterm_with_viewers_connected_exits_0_within_5_s(tmp_path: Path) -> None:
+    """A browser-like viewer is connected while the daemon is told to stop."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    daemon = Daemon(tmp_path, config_text(port), env)
+    wait_healthy(port, daemon)
+    client = subprocess.Popen(
+        [sys.executable, "-c", VIEWER_SCRIPT, str(port)], stdout=subprocess.PIPE, text=True,
+        cwd=REPO,
+    )
+    try:
+        line = client.stdout.readline()  # the viewer prints once it decodes frames
+        assert line.startswith("frames"), daemon.output()
+        assert get_health(port)[1]["peers"]["count"] == 1
+        started = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(5) == 0
+        assert time.monotonic() - started < 5
+        assert "stopped" in daemon.output()
+    finally:
+        client.kill()
+        client.wait(10)
+        daemon.stop()
+
+
+def test_port_in_use_fails_with_a_message_naming_the_key(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        daemon = Daemon(tmp_path, config_text(port), dict(os.environ))
+        assert daemon.proc.wait(30) == 1
+        assert f"server.port: cannot listen on 127.0.0.1:{port}" in daemon.output()
+        daemon.stop()
+
+
+VIEWER_SCRIPT = r"""
+import asyncio, json, sys, urllib.request
+import aioice.ice
+aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+async def main(port):
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    got = asyncio.Event()
+    @pc.on("track")
+    def on_track(track):
+        async def read():
+            for _ in range(5):
+                await track.recv()
+            got.set()
+            while True:
+                await track.recv()
+        asyncio.ensure_future(read())
+    await pc.setLocalDescription(await pc.createOffer())
+    body = json.dumps({"sdp": pc.localDescription.sdp, "type": "offer"}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/offer", data=body)
+    answer = json.load(await asyncio.to_thread(urllib.request.urlopen, req, None, 10))
+    await pc.setRemoteDescription(RTCSessionDescription(**answer))
+    await asyncio.wait_for(got.wait(), 30)
+    print("frames", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main(int(sys.argv[1])))
+"""
