@@ -1,0 +1,496 @@
+"""The web client in a real browser: headless Chromium against the real daemon, on loopback.
+
+The daemon runs as a subprocess (`python -m robotcam run --config ...`), exactly as systemd
+starts it, with the test pattern. Chromium is Debian's (/usr/bin/chromium) driven by
+Playwright; its WebRTC stays on 127.0.0.1 (loopback candidates allowed, mDNS hiding of local
+addresses off), so the suite also runs in a network namespace that only has `lo`.
+
+Every wait is bounded and generous, and the assertions are about behaviour (frames advance,
+the page recovers), never about how fast a loaded machine manages it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import playwright
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
+
+DAEMON_START_TIMEOUT = 20.0  # s until GET /health answers 200
+DAEMON_STOP_TIMEOUT = 10.0  # s after SIGTERM before SIGKILL
+FIRST_PICTURE_TIMEOUT_MS = 20_000
+RECOVERY_TIMEOUT_MS = 30_000  # from the new daemon being healthy to the page playing again
+PROGRESS_TIMEOUT_MS = 20_000  # for frames to visibly advance once playing
+
+
+# --- Chromium flags ----------------------------------------------------------------------------
+
+# Playwright's own list (1.65), used only if it cannot be read from the installed driver.
+_FALLBACK_PLAYWRIGHT_DISABLED_FEATURES = [
+    "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades",
+    "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding",
+    "ThirdPartyStoragePartitioning", "AvoidCorsURLLoaderRestartOnRedirect",
+    "TcpPortRandomizationWin", "OptimizationHints", "NetworkTimeServiceQuerying", "AimEnabled",
+    "PreconnectToSearch", "msForceBrowserSignIn", "msEdgeUpdateLaunchServicesPreferredVersion",
+]
+
+
+def playwright_disabled_features() -> list[str]:
+    """The features Playwright passes in its own `--disable-features=` switch.
+
+    Chromium honours only the last `--disable-features=`, so ours must carry Playwright's list
+    too, and Playwright's must be dropped (ignore_default_args needs its exact text). The list
+    lives in the driver's JS: `disabledFeatures = [...]` in chromiumSwitches."""
+    lib = Path(playwright.__file__).parent / "driver" / "package" / "lib"
+    files = [lib / "server" / "chromium" / "chromiumSwitches.js", lib / "coreBundle.js"]
+    for path in files:
+        if not path.is_file():
+            continue
+        match = re.search(r"disabledFeatures\s*=\s*\[(.*?)\]", path.read_text(errors="replace"), re.S)
+        if match:
+            body = re.sub(r"//[^\n]*", "", match.group(1))
+            names = re.findall(r"""["']([A-Za-z0-9_]+)["']""", body)
+            if names:
+                return names
+    return list(_FALLBACK_PLAYWRIGHT_DISABLED_FEATURES)
+
+
+def chromium_launch_options() -> dict[str, Any]:
+    defaults = playwright_disabled_features()
+    merged = [*defaults, *(f for f in ["WebRtcHideLocalIpsWithMdns"] if f not in defaults)]
+    return {
+        "executable_path": str(CHROMIUM),
+        "headless": True,
+        "ignore_default_args": ["--disable-features=" + ",".join(defaults)],
+        "args": [
+            "--no-sandbox",
+            "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection",
+            "--use-fake-ui-for-media-stream",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-features=" + ",".join(merged),
+        ],
+    }
+
+
+# --- the daemon --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+class DaemonProcess:
+    """`python -m robotcam run` on a fixed loopback port; can be stopped and started again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "robotcam.yaml"
+        self.config.write_text(
+            f"server: {{host: 127.0.0.1, port: {self.port}}}\n"
+            "video: {source: testpattern, width: 320, height: 240, fps: 15}\n"
+            "webrtc: {host_addresses: [127.0.0.1], ice_servers: []}\n"
+            "logging: {level: info}\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+        self.exit_codes: list[int] = []
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"daemon-{self.runs}.log"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+    def start(self) -> None:
+        assert self.proc is None, "already running"
+        self.runs += 1
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "robotcam", "run", "--config", str(self.config)],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.proc = None
+                pytest.fail(f"the daemon exited with {code} while starting:\n{self.log_tail()}")
+            try:
+                status, body = get_json(self.url + "/health")
+                if status == 200:
+                    return
+                last = f"HTTP {status}: {body}"
+            except (OSError, ValueError) as exc:
+                last = repr(exc)
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail(
+            f"GET /health did not answer 200 within {DAEMON_START_TIMEOUT:.0f} s "
+            f"(last: {last}):\n{self.log_tail()}"
+        )
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it has not exited in time; returns the exit code."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(DAEMON_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(DAEMON_STOP_TIMEOUT)
+        self.exit_codes.append(proc.returncode)
+        return proc.returncode
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(tmp_path)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+# --- the browser -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(**chromium_launch_options())
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class PageSession:
+    """A page in its own browser context, with its console kept for failure messages."""
+
+    def __init__(self, browser: Browser, **context_options: Any) -> None:
+        self.context = browser.new_context(permissions=["camera", "microphone"], **context_options)
+        self.page: Page = self.context.new_page()
+        self.console: list[str] = []
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda exc: self.console.append(f"[pageerror] {exc}"))
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        self.console.append(f"[{message.type}] {message.text}")
+
+    def close(self) -> None:
+        if self.console:
+            print("browser console:\n  " + "\n  ".join(self.console[-50:]))
+        self.context.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Any]:
+    sessions: list[PageSession] = []
+
+    def open_(url: str, **context_options: Any) -> Page:
+        session = PageSession(browser, **context_options)
+        sessions.append(session)
+        session.page.goto(url)
+        return session.page
+
+    yield open_
+    for session in sessions:
+        session.close()
+
+
+# --- what the page does, read through its test hooks and the browser's own APIs ----------------
+
+JS_PLAYBACK = """() => {
+    const v = document.querySelector('video');
+    const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
+    const rc = window.robotcam || {};
+    return {
+        videoWidth: v.videoWidth, videoHeight: v.videoHeight, currentTime: v.currentTime,
+        paused: v.paused, totalVideoFrames: q ? q.totalVideoFrames : null,
+        state: rc.state, detail: rc.detail, reconnects: rc.reconnects, hasPc: !!rc.pc,
+        status: document.getElementById('status-text').textContent,
+    };
+}"""
+
+# framesDecoded and the selected ICE candidate pair of the page's current RTCPeerConnection.
+JS_RTC_STATS = """async () => {
+    const pc = window.robotcam && window.robotcam.pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    let inbound = null, transport = null;
+    report.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
+        if (s.type === 'transport' && s.selectedCandidatePairId) transport = s;
+    });
+    const pair = transport ? report.get(transport.selectedCandidatePairId) : null;
+    const side = (id) => {
+        const c = id ? report.get(id) : null;
+        return c ? { address: c.address, port: c.port, candidateType: c.candidateType,
+                     protocol: c.protocol } : null;
+    };
+    return {
+        framesDecoded: inbound ? inbound.framesDecoded : null,
+        connectionState: pc.connectionState,
+        pairState: pair ? pair.state : null,
+        local: pair ? side(pair.localCandidateId) : null,
+        remote: pair ? side(pair.remoteCandidateId) : null,
+    };
+}"""
+
+# The three measures of progress: media time, frames the element decoded, framesDecoded.
+JS_PROGRESS = """async () => {
+    const v = document.querySelector('video');
+    const pc = window.robotcam && window.robotcam.pc;
+    let frames = null;
+    if (pc) {
+        (await pc.getStats()).forEach((s) => {
+            if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded;
+        });
+    }
+    return { pc: pc ? 1 : 0, currentTime: v.currentTime,
+             totalVideoFrames: v.getVideoPlaybackQuality().totalVideoFrames, framesDecoded: frames };
+}"""
+
+
+JS_IS_PLAYING = """() => {
+    const v = document.querySelector('video');
+    return v.videoWidth > 0 && v.currentTime > 0 && window.robotcam && window.robotcam.state === 'live';
+}"""
+
+
+def describe(page: Page) -> str:
+    try:
+        return json.dumps({"playback": page.evaluate(JS_PLAYBACK), "rtc": page.evaluate(JS_RTC_STATS)})
+    except Exception as exc:  # noqa: BLE001 - only for a failure message
+        return f"(page state unavailable: {exc})"
+
+
+def wait_until_playing(page: Page, timeout_ms: int, what: str) -> None:
+    try:
+        page.wait_for_function(JS_IS_PLAYING, timeout=timeout_ms, polling=250)
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"{what}: the page did not play within {timeout_ms / 1000:.0f} s ({exc}); {describe(page)}")
+
+
+def assert_frames_advance(page: Page, seconds: float = 2.0, frames: int = 10) -> None:
+    """currentTime, the element's decoded frames and the connection's framesDecoded all move on.
+
+    Polls from Python (page.wait_for_function does not await a predicate's promise), until all
+    three have advanced by `seconds` of media time and `frames` frames, or the bound expires."""
+    page.evaluate("window.__progressPc = window.robotcam.pc")
+    before = page.evaluate(JS_PROGRESS)
+    assert before["pc"] and before["framesDecoded"] is not None, describe(page)
+    deadline = time.monotonic() + PROGRESS_TIMEOUT_MS / 1000
+    now = before
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = page.evaluate(JS_PROGRESS)
+        assert page.evaluate("window.robotcam.pc === window.__progressPc"), (
+            f"the page replaced its connection while it was playing: {describe(page)}"
+        )
+        if (
+            now["currentTime"] >= before["currentTime"] + seconds
+            and now["totalVideoFrames"] >= before["totalVideoFrames"] + frames
+            and (now["framesDecoded"] or 0) >= before["framesDecoded"] + frames
+        ):
+            break
+    else:
+        pytest.fail(f"frames did not advance within {PROGRESS_TIMEOUT_MS / 1000:.0f} s "
+                    f"(before: {before}, after: {now}); {describe(page)}")
+    after = page.evaluate(JS_PLAYBACK)
+    assert after["videoWidth"] == 320 and after["videoHeight"] == 240, after
+    assert not after["paused"], after
+    assert after["state"] == "live", after
+
+
+def only_loopback_interface() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def assert_loopback_pair(page: Page) -> None:
+    """The selected candidate pair joins two host candidates on 127.0.0.1.
+
+    Chromium gathers every interface's address; with only `lo` (the namespace the suite runs
+    in) that is 127.0.0.1 alone. On a host with other interfaces Chromium prefers one of those
+    as its side of the pair; the packets to 127.0.0.1 still never leave the machine, so there
+    only the daemon's side and the candidate types are checked, and mDNS hiding must be off."""
+    rtc = page.evaluate(JS_RTC_STATS)
+    assert rtc is not None and rtc["connectionState"] == "connected", rtc
+    assert rtc["pairState"] == "succeeded", rtc
+    assert rtc["local"] is not None and rtc["remote"] is not None, rtc
+    assert rtc["remote"]["address"] == "127.0.0.1", f"the daemon's candidate is not loopback: {rtc}"
+    assert rtc["remote"]["candidateType"] == "host", rtc
+    assert rtc["local"]["candidateType"] == "host", rtc
+    assert not str(rtc["local"]["address"]).endswith(".local"), f"mDNS hiding is on: {rtc}"
+    if only_loopback_interface():
+        assert rtc["local"]["address"] == "127.0.0.1", f"the browser's candidate is not loopback: {rtc}"
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+def test_page_plays_video(daemon: DaemonProcess, open_page: Any) -> None:
+    page = open_page(daemon.url + "/", viewport={"width": 1024, "height": 768})
+    assert page.title() == "robotcam"
+
+    wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "first load")
+    assert_frames_advance(page)
+    assert_loopback_pair(page)
+
+    status = page.locator("#status-text")
+    assert status.inner_text().strip() == "Live"
+    assert page.evaluate("window.robotcam.reconnects") == 0
+
+    # The stats overlay toggles and fills in from getStats.
+    page.click("#stats-button")
+    page.wait_for_function(
+        """() => ['stat-resolution', 'stat-fps', 'stat-bitrate', 'stat-rtt', 'stat-codec']
+                 .every((id) => document.getElementById(id).textContent !== '–')""",
+        timeout=15_000,
+    )
+    assert page.locator("#stat-resolution").inner_text() == "320 × 240"
+    assert re.fullmatch(r"(H\.264.*|VP8)", page.locator("#stat-codec").inner_text()), page.locator("#stat-codec").inner_text()
+    assert "127.0.0.1" in page.locator("#stat-path").inner_text()
+
+    # The footer shows the daemon's /health.
+    page.wait_for_function("() => /testpattern/.test(document.getElementById('footer-text').textContent)", timeout=15_000)
+    assert re.search(r"robotcam \d+\.\d+", page.locator("#footer-text").inner_text())
+
+    screenshot(page, "browser-playing.png")
+
+    page.click("#stats-button")
+    assert page.locator("#stats").is_hidden()
+
+
+def test_page_reconnects_after_daemon_restart(daemon: DaemonProcess, open_page: Any) -> None:
+    page = open_page(daemon.url + "/")
+    wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "first load")
+    assert_frames_advance(page)
+    page.evaluate("window.__firstPc = window.robotcam.pc")
+    reconnects_before = page.evaluate("window.robotcam.reconnects")
+
+    daemon.stop()
+    # The page notices the daemon is gone (connection closed or video frozen) and says so.
+    try:
+        page.wait_for_function("() => window.robotcam.state !== 'live'", timeout=20_000, polling=250)
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"the page still says live 20 s after the daemon stopped ({exc}); {describe(page)}")
+    shown = page.locator("#status-text").inner_text()
+    assert re.match(r"(Reconnecting|Connecting)", shown), shown
+    screenshot(page, "browser-reconnecting.png")
+
+    daemon.start()  # same port, same config
+    wait_until_playing(page, RECOVERY_TIMEOUT_MS, "after the daemon restarted")
+    assert page.evaluate("window.robotcam.pc !== window.__firstPc"), "still the old RTCPeerConnection"
+    assert page.evaluate("window.__firstPc.connectionState") == "closed", "the old connection was not closed"
+    assert page.evaluate("window.robotcam.reconnects") > reconnects_before
+    assert_frames_advance(page)
+    assert_loopback_pair(page)
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded
+
+
+def test_phone_viewport_plays_with_reachable_fullscreen_button(daemon: DaemonProcess, open_page: Any) -> None:
+    width, height = 390, 844
+    page = open_page(
+        daemon.url + "/",
+        viewport={"width": width, "height": height},
+        device_scale_factor=3,
+        is_mobile=True,
+        has_touch=True,
+    )
+    wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "phone viewport")
+    assert_frames_advance(page)
+
+    video = page.locator("video").bounding_box()
+    assert video is not None and video["width"] >= width - 2, f"the video does not fill the width: {video}"
+
+    button = page.locator("#fullscreen-button")
+    assert button.is_visible()
+    box = button.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["y"] >= 0, box
+    assert box["x"] + box["width"] <= width and box["y"] + box["height"] <= height, box
+    assert box["width"] >= 44 and box["height"] >= 44, f"touch target too small: {box}"
+
+    screenshot(page, "browser-phone.png")
+
+    # A tap puts the picture (with its overlays) fullscreen; it keeps playing.
+    button.tap()
+    page.wait_for_function("() => document.fullscreenElement === document.documentElement", timeout=10_000)
+    expect(button).to_have_text("Exit fullscreen", timeout=10_000)
+    assert_frames_advance(page)
+    box = button.bounding_box()  # still on screen, to get out again
+    assert box is not None and box["x"] + box["width"] <= width and box["y"] + box["height"] <= height, box
+    screenshot(page, "browser-phone-fullscreen.png")
+    button.tap()
+    page.wait_for_function("() => document.fullscreenElement === null", timeout=10_000)
+    expect(button).to_have_text("Fullscreen", timeout=10_000)
+
+
+def test_several_viewers_all_play(daemon: DaemonProcess, open_page: Any) -> None:
+    """Tabs in separate browser profiles (as on separate devices) each get their own stream."""
+    pages = [open_page(daemon.url + "/", viewport={"width": 480, "height": 480}) for _ in range(4)]
+    for number, page in enumerate(pages, 1):
+        wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, f"viewer {number}")
+    for page in pages:
+        assert_frames_advance(page)
+    status, health = get_json(daemon.url + "/health")
+    assert status == 200, health
+    assert health["peers"]["count"] == len(pages), health
