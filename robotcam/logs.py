@@ -30,6 +30,10 @@ _LEVELS = {
     "critical": logging.CRITICAL,
 }
 
+# WebRTC libraries log every packet at DEBUG and every ICE check at INFO: keep them a step
+# quieter than robotcam's own level, so `level: debug` stays readable.
+_CHATTY_LIBRARIES = ("aiortc", "aioice")
+
 # Marks the handler we installed so that reconfiguring replaces it instead of
 # stacking a second one (which would print every line twice).
 _HANDLER_ATTR = "_robotcam_handler"
@@ -113,7 +117,7 @@ def setup_logging(
             root.removeHandler(old)
             old.close()
     root.addHandler(handler)
-    root.setLevel(levelno)
+    set_level(levelno)
     # Route warnings.warn() (e.g. deprecations in dependencies) through the
     # same handler instead of raw stderr lines without a priority.
     logging.captureWarnings(True)
@@ -121,4 +125,7 @@ def setup_logging(
 
 def set_level(level: str | int) -> None:
     """Change verbosity at runtime (config reload) without re-creating handlers."""
-    logging.getLogger().setLevel(parse_level(level))
+    levelno = parse_level(level)
+    logging.getLogger().setLevel(levelno)
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.INFO if levelno <= logging.DEBUG else logging.WARNING)

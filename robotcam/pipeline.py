@@ -96,7 +96,14 @@ class VideoPipeline:
             log.info("video settings changed: restarting the source")
             async with self._source_lock:
                 await self._close_source()
-                await self._open_source()
+                try:
+                    await self._open_source()
+                except Exception as exc:
+                    # keep the robot streaming: back to the settings that worked
+                    log.error("%s; keeping the previous video settings", exc)
+                    self.video = old
+                    await self._open_source()
+                    raise
 
     async def _open_source(self) -> None:
         source, why = await asyncio.to_thread(self._source_factory, self.video)

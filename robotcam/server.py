@@ -46,6 +46,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         message = {413: "request body too large"}.get(exc.status, exc.reason)
         return json_error(exc.status, message)
+    except Exception:  # noqa: BLE001 - a bug must cost one request, not the daemon
+        if not _is_api(request):
+            raise
+        log.exception("internal error on %s %s", request.method, request.path)
+        return json_error(500, "internal error: see the robot's log")
 
 
 def _is_api(request: web.Request) -> bool:

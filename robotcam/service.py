@@ -155,7 +155,10 @@ class Service:
         while True:
             await self._reload.wait()
             self._reload.clear()
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # noqa: BLE001 - the next SIGHUP must still work
+                log.exception("reload failed")
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config file. A bad file changes nothing and says why."""
@@ -171,7 +174,13 @@ class Service:
                 return False
             old, self.config = self.config, new
             set_level(new.logging.level)
-            await apply_reload(self.daemon, old, new)
+            try:
+                await apply_reload(self.daemon, old, new)
+            except SourceError as exc:
+                log.error("reload: video.source could not be applied (%s); video keeps its previous settings", exc)
+                self.config = new.model_copy(update={"video": self.daemon.pipeline.video})
+                self.daemon.apply_config(self.config)
+                return False
             return True
         finally:
             self.notifier.ready()

@@ -196,3 +196,21 @@ def test_default_stream_is_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     captured = capsys.readouterr()
     assert "INFO robotcam.test: on stderr" in captured.err
     assert captured.out == ""
+
+
+def test_webrtc_libraries_stay_a_step_quieter() -> None:
+    import io
+    import logging as stdlib_logging
+
+    from robotcam.logs import setup_logging
+
+    stream = io.StringIO()
+    setup_logging("debug", stream=stream, environ={})
+    stdlib_logging.getLogger("aiortc.rtcrtpsender").debug("> RtpPacket(seq=1)")
+    stdlib_logging.getLogger("aioice.ice").info("Check succeeded")
+    stdlib_logging.getLogger("robotcam.hub").debug("viewer fell behind")
+    out = stream.getvalue()
+    assert "RtpPacket" not in out and "Check succeeded" in out and "fell behind" in out
+    setup_logging("info", stream=stream, environ={})
+    stdlib_logging.getLogger("aioice.ice").info("another check")
+    assert "another check" not in stream.getvalue()
