@@ -11,7 +11,6 @@ slow viewer never blocks the hub or any other viewer.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from typing import Callable
 
@@ -19,9 +18,6 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 log = logging.getLogger(__name__)
-
-_ids = itertools.count(1)
-
 
 class PeerVideoTrack(MediaStreamTrack):
     """One viewer's view of a shared encoded stream.
@@ -33,9 +29,9 @@ class PeerVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, number: int = 0) -> None:
         super().__init__()
-        self.number = next(_ids)
+        self.number = number  # the viewer's session id, for log lines
         self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(queue_size)
         self._hub: PacketHub | None = None
         self.waiting_for_keyframe = True

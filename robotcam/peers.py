@@ -8,7 +8,6 @@ aiortc only forwards them to encoders it runs itself, so the sender's hook is wr
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ from robotcam.pipeline import VideoPipeline
 
 log = logging.getLogger(__name__)
 
-_session_ids = itertools.count(1)
 SUPPORTED_CODECS = ("H264", "VP8")
 
 
@@ -51,6 +49,7 @@ class PeerSession:
     track: PeerVideoTrack
     created: float = field(default_factory=time.monotonic)
     codec: str | None = None
+    expiry: asyncio.Task[None] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -126,6 +125,7 @@ class PeerManager:
         self.webrtc = webrtc
         self.sessions: dict[int, PeerSession] = {}
         self._pending = 0  # offers being negotiated, counted against max_peers
+        self._last_id = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
 
@@ -154,9 +154,10 @@ class PeerManager:
             )
         check_offer(sdp)
         self._pending += 1
+        self._last_id += 1
         pc = RTCPeerConnection(self.rtc_configuration())
-        track = PeerVideoTrack(self.pipeline.queue_size())
-        session = PeerSession(next(_session_ids), pc, track)
+        track = PeerVideoTrack(self.pipeline.queue_size(), self._last_id)
+        session = PeerSession(self._last_id, pc, track)
         try:
             answer = await self._negotiate(session, sdp)
         except BaseException:
@@ -211,10 +212,12 @@ class PeerManager:
         @pc.on("connectionstatechange")
         def on_state() -> None:
             log.info("viewer %d: connection %s", session.id, pc.connectionState)
+            if pc.connectionState == "connected" and session.expiry is not None:
+                session.expiry.cancel()
             if pc.connectionState in ("failed", "closed"):
                 self._spawn(self._close(session, pc.connectionState))
 
-        self._spawn(self._expire(session))
+        session.expiry = self._spawn(self._expire(session))
 
     async def _expire(self, session: PeerSession) -> None:
         """Forget a viewer that never connects (closed tab mid-handshake, blocked UDP)."""
@@ -229,13 +232,21 @@ class PeerManager:
     async def _close(self, session: PeerSession, why: str) -> None:
         if self.sessions.pop(session.id, None) is not None:
             log.info("viewer %d: closed (%s), %d viewer(s) left", session.id, why, len(self.sessions))
+        if session.expiry is not None and session.expiry is not asyncio.current_task():
+            session.expiry.cancel()
         session.track.stop()
         await session.pc.close()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def tasks(self) -> int:
+        """Watcher tasks alive (tests check that none outlive their viewers)."""
+        return len(self._tasks)
 
     async def close_all(self) -> None:
         """Shutdown: refuse new offers, close every viewer, end every watcher task."""

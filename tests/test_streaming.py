@@ -123,6 +123,10 @@ async def test_everything_is_released_when_viewers_leave(robot) -> None:
     assert pipeline.encoders == {}
     assert pipeline.viewers == 0
     deadline = time.monotonic() + 10
+    while robot.daemon.peers.tasks and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert robot.daemon.peers.tasks == 0  # no connect-timeout or close task outlives its viewer
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(
         t.name.startswith("robotcam-encoder") for t in threading.enumerate()
     ):
