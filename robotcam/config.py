@@ -41,8 +41,36 @@ class ServerConfig(Section):
     max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)
 
 
+class PicameraConfig(Section):
+    """Raspberry Pi camera (picamera2/libcamera) settings; other sources ignore them."""
+
+    camera: int = Field(0, ge=0, le=7)
+    autofocus: Literal["default", "manual", "auto", "continuous"] = "default"
+    exposure: Literal["normal", "short", "long"] = "normal"
+    awb: Literal[
+        "auto", "incandescent", "tungsten", "fluorescent", "indoor", "daylight", "cloudy"
+    ] = "auto"
+    controls: dict[str, Any] = {}
+
+    @field_validator("controls")
+    @classmethod
+    def _control_values(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Raw libcamera controls (e.g. Brightness: 0.1): numbers, true/false or number lists."""
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float))
+        for name, control in value.items():
+            if not (number(control) or (isinstance(control, list) and control and all(map(number, control)))):
+                raise ValueError(
+                    f"{name} must be a number, true/false or a list of numbers (got {_show(control)})"
+                )
+        return value
+
+
 class VideoConfig(Section):
     source: VideoSourceName = "auto"
+    device: str = ""
+    input_format: str = ""
+    file: str = ""
     width: int = Field(640, ge=64, le=4096)
     height: int = Field(480, ge=64, le=4096)
     fps: float = Field(30.0, gt=0, le=120)
@@ -52,6 +80,17 @@ class VideoConfig(Section):
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
     ] = "ultrafast"
     stall_timeout: float = Field(5.0, ge=0.5, le=300)
+    hflip: bool = False
+    vflip: bool = False
+    rotation: Literal[0, 180] = 0
+    encoder: Literal["auto", "libx264", "h264_v4l2m2m"] = "auto"
+    picamera: PicameraConfig = PicameraConfig()
+
+    @property
+    def flips(self) -> tuple[bool, bool]:
+        """(horizontal, vertical) after folding rotation 180 in: a half turn is both flips."""
+        half = self.rotation == 180
+        return self.hflip != half, self.vflip != half
 
     @field_validator("width", "height")
     @classmethod
@@ -179,7 +218,12 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), ["cannot read file: not UTF-8 text"]) from None
-    return parse_config(text, str(path))
+    config = parse_config(text, str(path))
+    if config.video.file and not Path(config.video.file).is_absolute():
+        # relative to the config file, not to wherever the daemon was started (/ under systemd)
+        video = config.video.model_copy(update={"file": str(Path(path).parent / config.video.file)})
+        config = config.model_copy(update={"video": video})
+    return config
 
 
 def default_path() -> Path | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -52,6 +53,7 @@ class EncoderSettings:
     bitrate: int
     keyframe_interval: float  # seconds
     preset: str = "ultrafast"
+    h264_codec: str = "libx264"  # or "h264_v4l2m2m" (the Pi 4's hardware encoder)
 
     @property
     def gop(self) -> int:
@@ -168,21 +170,64 @@ class FrameEncoder(ABC):
             self.packets_out += 1
             if packet.is_keyframe:
                 self.keyframes_out += 1
-            self._on_packet(packet)
+            self._emit(packet)
         self.frames_encoded += 1
+
+    def _emit(self, packet: av.Packet) -> None:
+        self._on_packet(packet)
+
+    @property
+    def implementation(self) -> str:
+        """What /health shows as the encoder in use."""
+        return self._implementation
+
+    _implementation = "software"
 
     @abstractmethod
     def _open(self, width: int, height: int, settings: EncoderSettings) -> av.VideoCodecContext: ...
 
 
+def _nal_types(data: bytes) -> list[int]:
+    types, i = [], data.find(b"\x00\x00\x01")
+    while i != -1 and i + 3 < len(data):
+        types.append(data[i + 3] & 0x1F)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return types
+
+
 class H264Encoder(FrameEncoder):
-    """libx264, constrained baseline: the bitstream matches the profile-level-id 42e01f aiortc
-    signals and every browser decodes. No B-frames, zerolatency (no lookahead), and SPS/PPS in
-    front of every IDR so a viewer can start at any keyframe."""
+    """H.264, constrained baseline: the bitstream matches the profile-level-id 42e01f aiortc
+    signals and every browser decodes. No B-frames, no lookahead, and SPS/PPS in front of every
+    IDR so a viewer can start at any keyframe. libx264 in software, or the V4L2 memory-to-memory
+    hardware encoder (h264_v4l2m2m, a Raspberry Pi 4's) when chosen."""
 
     codec = "H264"
+    _parameter_sets = b""
+
+    @property
+    def implementation(self) -> str:
+        return self.settings.h264_codec
+
+    def _emit(self, packet: av.Packet) -> None:
+        """Hardware encoders may send SPS/PPS only once: put them back in front of every IDR,
+        or a viewer joining later could never start decoding."""
+        if self.settings.h264_codec != "libx264":
+            data = bytes(packet)
+            types = _nal_types(data)
+            if 7 in types and 8 in types:
+                first_slice = min(data.find(b"\x00\x00\x01\x65"), data.find(b"\x00\x00\x01\x25"), key=lambda i: i if i >= 0 else len(data))
+                while first_slice > 0 and data[first_slice - 1] == 0:
+                    first_slice -= 1  # the slice's 4-byte start code (a PPS ends non-zero)
+                self._parameter_sets = data[:first_slice]
+            elif packet.is_keyframe and self._parameter_sets:
+                fixed = av.Packet(self._parameter_sets + data)
+                fixed.pts, fixed.time_base, fixed.is_keyframe = packet.pts, packet.time_base, True
+                packet = fixed
+        super()._emit(packet)
 
     def _open(self, width: int, height: int, settings: EncoderSettings) -> av.VideoCodecContext:
+        if settings.h264_codec == "h264_v4l2m2m":
+            return open_v4l2m2m(width, height, settings)
         ctx = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height = width, height
         ctx.pix_fmt = "yuv420p"
@@ -214,11 +259,55 @@ class H264Encoder(FrameEncoder):
         return ctx
 
 
+def open_v4l2m2m(width: int, height: int, settings: EncoderSettings) -> av.VideoCodecContext:
+    """The V4L2 M2M hardware H.264 encoder (bcm2835-codec on a Pi 4) through FFmpeg."""
+    ctx = av.CodecContext.create("h264_v4l2m2m", "w")
+    ctx.width, ctx.height = width, height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = TIME_BASE
+    ctx.framerate = Fraction(settings.fps).limit_denominator(1001)
+    ctx.bit_rate = settings.bitrate
+    ctx.gop_size = settings.gop
+    ctx.max_b_frames = 0
+    for name in ("Constrained Baseline", "constrained_baseline"):
+        try:
+            ctx.profile = name
+            break
+        except Exception:  # noqa: BLE001 - PyAV versions spell profiles differently
+            continue
+    ctx.options = {"num_capture_buffers": "8"}
+    ctx.open()
+    log.info("H.264 encoder: h264_v4l2m2m (hardware) %dx%d@%g, %d kbit/s, keyframe every %d frames",
+             width, height, settings.fps, settings.bitrate // 1000, settings.gop)
+    return ctx
+
+
+def choose_h264_codec(preference: str, width: int, height: int, fps: float) -> tuple[str, str]:
+    """Which H.264 encoder to use, and why. `auto` takes the hardware encoder only when it
+    opens and encodes a frame here; otherwise libx264. Blocking (probes a device): off the loop."""
+    if preference == "libx264":
+        return "libx264", "video.encoder is libx264"
+    settings = EncoderSettings(fps=fps, bitrate=1_000_000, keyframe_interval=1.0, h264_codec="h264_v4l2m2m")
+    try:
+        ctx = open_v4l2m2m(width, height, settings)
+        frame = av.VideoFrame(width, height, "yuv420p")
+        frame.pts, frame.time_base = 0, TIME_BASE
+        ctx.encode(frame)
+        ctx.encode(None)
+        return "h264_v4l2m2m", "the hardware encoder (h264_v4l2m2m) works here"
+    except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
+        reason = f"h264_v4l2m2m unusable here: {exc}"
+        if preference == "h264_v4l2m2m":
+            return "libx264", f"video.encoder is h264_v4l2m2m but {reason}; using libx264"
+        return "libx264", f"{reason}; using libx264"
+
+
 class VP8Encoder(FrameEncoder):
     """libvpx in realtime mode, with the rate-control settings aiortc's own VP8 encoder uses.
     Only started for browsers that offer no H.264."""
 
     codec = "VP8"
+    _implementation = "libvpx"
 
     def _open(self, width: int, height: int, settings: EncoderSettings) -> av.VideoCodecContext:
         ctx = av.CodecContext.create("libvpx", "w")
@@ -252,3 +341,95 @@ class VP8Encoder(FrameEncoder):
 
 
 ENCODERS: dict[str, type[FrameEncoder]] = {"H264": H264Encoder, "VP8": VP8Encoder}
+
+
+class Transcoder:
+    """VP8 for a source that encodes H.264 itself (the Pi camera): decode its packets and feed
+    a shared VP8 encoder. Only runs while a browser without H.264 watches. Packets are decoded
+    in order from a bounded queue; on overflow it skips to the next keyframe."""
+
+    codec = "VP8"
+    implementation = "libvpx (transcoded from the camera's H.264)"
+
+    def __init__(
+        self, settings: EncoderSettings, on_packet: PacketCallback,
+        request_source_keyframe: Callable[[], None],
+    ) -> None:
+        self.vp8 = VP8Encoder(settings, on_packet)
+        self.settings = settings
+        self._request_source_keyframe = request_source_keyframe
+        self._queue: queue.Queue[av.Packet | None] = queue.Queue(max(8, round(settings.fps)))
+        self._waiting_for_keyframe = True
+        self._thread = threading.Thread(target=self._main, name="robotcam-transcoder", daemon=True)
+        self.packets_in = 0
+        self.packets_skipped = 0
+        self.errors = 0
+
+    def start(self) -> None:
+        self.vp8.start()
+        self._thread.start()
+
+    def submit_packet(self, packet: av.Packet) -> None:
+        """From the source thread: never blocks."""
+        self.packets_in += 1
+        if self._waiting_for_keyframe and not packet.is_keyframe:
+            self.packets_skipped += 1
+            return
+        self._waiting_for_keyframe = False
+        try:
+            self._queue.put_nowait(packet)
+        except queue.Full:
+            self._waiting_for_keyframe = True
+            self.packets_skipped += 1
+            self._request_source_keyframe()
+
+    def request_keyframe(self) -> None:
+        self.vp8.request_keyframe()
+
+    def update(self, settings: EncoderSettings) -> None:
+        self.settings = settings
+        self.vp8.update(settings)
+
+    def close(self) -> None:
+        self.vp8.close()
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+
+    def join(self, timeout: float = 2.0) -> None:
+        self._thread.join(timeout)
+        self.vp8.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() or self.vp8.alive
+
+    @property
+    def frames_encoded(self) -> int:
+        return self.vp8.frames_encoded
+
+    @property
+    def frames_skipped(self) -> int:
+        return self.vp8.frames_skipped + self.packets_skipped
+
+    @property
+    def keyframes_out(self) -> int:
+        return self.vp8.keyframes_out
+
+    def _main(self) -> None:
+        decoder = av.CodecContext.create("h264", "r")
+        while True:
+            packet = self._queue.get()
+            if packet is None:
+                break
+            try:
+                for frame in decoder.decode(packet):
+                    frame.pts, frame.time_base = packet.pts, packet.time_base
+                    self.vp8.submit(frame)
+            except Exception:  # noqa: BLE001 - resync at the next keyframe
+                self.errors += 1
+                self._waiting_for_keyframe = True
+                decoder = av.CodecContext.create("h264", "r")
+                if self.errors <= 3:
+                    log.warning("transcoder could not decode a camera packet; waiting for a keyframe")

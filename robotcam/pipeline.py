@@ -1,8 +1,13 @@
-"""The video pipeline: one source, one encoder per codec in use, one hub per encoder.
+"""The video pipeline: one source, one producer per codec in use, one hub per codec.
 
 It owns the singletons. Peers never open, stop or encode anything: they get a per-peer track
-attached to the hub of the codec they negotiated. An encoder runs only while its hub has viewers
-(VP8 only ever starts for a browser without H.264), so an unwatched robot spends no CPU on
+attached to the hub of the codec they negotiated. What feeds a hub depends on the source:
+
+  frame source (test pattern, USB camera, file)  -> prepare once -> H264Encoder / VP8Encoder
+  H.264 source (Pi camera's own encoder)         -> packets as they are (H.264 hub)
+                                                 -> Transcoder (VP8 hub, only for VP8 viewers)
+
+A producer runs only while its hub has viewers, so an unwatched robot spends nothing on
 encoding. A supervisor restarts a source that fails, ends or stalls, with capped backoff, while
 peers stay connected and resume at the next keyframe.
 """
@@ -13,14 +18,23 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import av
 
 from robotcam.config import VideoConfig
-from robotcam.encoder import ENCODERS, TIME_BASE, EncoderSettings, FrameEncoder
+from robotcam.encoder import (
+    ENCODERS,
+    TIME_BASE,
+    EncoderSettings,
+    FrameEncoder,
+    Transcoder,
+    choose_h264_codec,
+)
 from robotcam.hub import PacketHub, PeerVideoTrack
-from robotcam.sources import VideoSource, open_source
+from robotcam.sources import SourceError, VideoSource, open_source
+from robotcam.sources.select import fallback
+from robotcam.transform import prepare
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +44,61 @@ FPS_WINDOW = 2.0  # seconds of frame times behind the measured fps
 SourceFactory = Callable[[VideoConfig], tuple[VideoSource, str]]
 
 
-def encoder_settings(video: VideoConfig) -> EncoderSettings:
+class Producer(Protocol):
+    """What feeds one hub: an encoder thread, a transcoder, or the source itself."""
+
+    codec: str
+
+    def start(self) -> None: ...
+    def request_keyframe(self) -> None: ...
+    def update(self, settings: EncoderSettings) -> None: ...
+    def close(self) -> None: ...
+    def join(self, timeout: float = 2.0) -> None: ...
+
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def implementation(self) -> str: ...
+
+
+class SourcePackets:
+    """The H.264 hub's producer when the source encodes itself: nothing to run; keyframe
+    requests go to the source's encoder."""
+
+    codec = "H264"
+
+    def __init__(self, pipeline: VideoPipeline) -> None:
+        self._pipeline = pipeline
+        self.frames_encoded = 0  # encoded by the camera; counted by the pipeline
+        self.frames_skipped = 0
+        self.keyframes_out = 0
+        self.alive = True
+
+    @property
+    def implementation(self) -> str:
+        source = self._pipeline.source
+        described = source.describe().get("encoder") if source else None
+        return f"camera ({described})" if described else "camera"
+
+    def start(self) -> None: ...
+
+    def request_keyframe(self) -> None:
+        source = self._pipeline.source
+        if source is not None:
+            source.request_keyframe()
+
+    def update(self, settings: EncoderSettings) -> None: ...
+
+    def close(self) -> None:
+        self.alive = False
+
+    def join(self, timeout: float = 2.0) -> None: ...
+
+
+def encoder_settings(video: VideoConfig, h264_codec: str = "libx264") -> EncoderSettings:
     return EncoderSettings(
-        fps=video.fps, bitrate=video.bitrate,
-        keyframe_interval=video.keyframe_interval, preset=video.encoder_preset,
+        fps=video.fps, bitrate=video.bitrate, keyframe_interval=video.keyframe_interval,
+        preset=video.encoder_preset, h264_codec=h264_codec,
     )
 
 
@@ -42,19 +107,24 @@ class VideoPipeline:
         self.video = video
         self._source_factory = source_factory
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._source: VideoSource | None = None
+        self.source: VideoSource | None = None
         self.source_name = video.source
         self.source_reason = ""
         self.state = "stopped"
         self.reason: str | None = None
         self.restarts = 0
+        self.h264_codec = "libx264"
+        self.h264_codec_reason = ""
         self._hubs: dict[str, PacketHub] = {}
-        self._encoders: dict[str, FrameEncoder] = {}
-        self._active: tuple[FrameEncoder, ...] = ()  # read by the source thread
-        self._retired: list[FrameEncoder] = []
+        self._producers: dict[str, Producer] = {}
+        self._frame_encoders: tuple[FrameEncoder, ...] = ()  # read by the source thread
+        self._transcoder: Transcoder | None = None  # read by the source thread
+        self._retired: list[Producer] = []
+        self._built_for = "frames"  # the kind of source the producers are built for
         self._supervisor: asyncio.Task[None] | None = None
         self._epoch = time.monotonic()
         self._last_pts = -1
+        self._clock_offset: float | None = None  # source clock -> pipeline clock, per source
         self._frame_times: collections.deque[float] = collections.deque(maxlen=512)
         self.frames_produced = 0
         self.last_frame_at: float | None = None
@@ -67,6 +137,7 @@ class VideoPipeline:
     async def start(self) -> None:
         """Open the source (a SourceError means it cannot be used) and supervise it."""
         self._loop = asyncio.get_running_loop()
+        await self._choose_h264_codec()
         await self._open_source()
         self._supervisor = asyncio.create_task(self._supervise(), name="robotcam-supervisor")
 
@@ -78,21 +149,33 @@ class VideoPipeline:
             self._supervisor = None
         for hub in list(self._hubs.values()):
             hub.close()
-        for codec in list(self._encoders):
+        for codec in list(self._producers):
             self._retire(codec)
-        retired, self._retired = self._retired, []
-        await asyncio.to_thread(lambda: [enc.join() for enc in retired])
+        await self._join_retired()
         await self._close_source()
         self.state = "stopped"
 
+    async def _join_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        await asyncio.to_thread(lambda: [producer.join() for producer in retired])
+
+    async def _choose_h264_codec(self) -> None:
+        self.h264_codec, self.h264_codec_reason = await asyncio.to_thread(
+            choose_h264_codec, self.video.encoder, self.video.width, self.video.height, self.video.fps
+        )
+        if self.video.encoder != "auto" or self.h264_codec != "libx264":
+            log.info("H.264 encoder: %s (%s)", self.h264_codec, self.h264_codec_reason)
+
     async def reconfigure(self, video: VideoConfig) -> None:
         """Apply new video settings: encoders take bitrate/GOP at their next frame; a new
-        source, size or rate restarts the source while viewers stay attached."""
+        source, size, rate or flip restarts the source while viewers stay attached."""
         old, self.video = self.video, video
-        if encoder_settings(old) != encoder_settings(video):
-            for encoder in self._encoders.values():
-                encoder.update(encoder_settings(video))
-        if (old.source, old.width, old.height, old.fps) != (video.source, video.width, video.height, video.fps):
+        if old.encoder != video.encoder or (old.width, old.height) != (video.width, video.height):
+            await self._choose_h264_codec()
+        settings = encoder_settings(video, self.h264_codec)
+        for producer in self._producers.values():
+            producer.update(settings)
+        if self._source_settings(old) != self._source_settings(video):
             log.info("video settings changed: restarting the source")
             async with self._source_lock:
                 await self._close_source()
@@ -105,36 +188,105 @@ class VideoPipeline:
                     await self._open_source()
                     raise
 
+    @staticmethod
+    def _source_settings(video: VideoConfig) -> tuple[Any, ...]:
+        return (video.source, video.device, video.input_format, video.file, video.width,
+                video.height, video.fps, video.bitrate, video.keyframe_interval, video.flips,
+                video.picamera)
+
     async def _open_source(self) -> None:
-        source, why = await asyncio.to_thread(self._source_factory, self.video)
+        def open_it() -> tuple[VideoSource, str]:
+            source, why = self._source_factory(self.video)
+            while True:
+                try:
+                    source.open()
+                    return source, why
+                except SourceError as exc:
+                    next_choice = fallback(self.video, source, exc)
+                    if next_choice is None:
+                        raise
+                    source, why = next_choice
+
+        source, why = await asyncio.to_thread(open_it)
         self.source_name, self.source_reason = source.name, why
-        self._source = source
+        self.source = source
+        self._clock_offset = None
+        if source.output != self._built_for:
+            self._rebuild_producers(source)
         self._source_started_at = time.monotonic()
         self.state, self.reason = "starting", None
-        source.start(self._on_frame)
+        source.start(self)
         log.info("video source: %s (%s)", source.name, why)
 
     async def _close_source(self) -> None:
-        source, self._source = self._source, None
+        source, self.source = self.source, None
         if source is not None:
             await asyncio.to_thread(source.stop)
 
-    # --- frames in (source thread) ----------------------------------------------------------
+    def _rebuild_producers(self, source: VideoSource) -> None:
+        """A reload switched between a frame source and an encoding one: same hubs and
+        viewers, new producers behind them."""
+        self._built_for = source.output
+        for codec in list(self._producers):
+            producer = self._producers.pop(codec)
+            producer.close()
+            self._retired.append(producer)
+            self._producers[codec] = self._new_producer(codec, source.output)
+            self._producers[codec].start()
+        self._refresh_taps()
 
-    def _on_frame(self, frame: av.VideoFrame) -> None:
-        now = time.monotonic()
-        pts = round((now - self._epoch) / TIME_BASE)
-        if pts <= self._last_pts:
-            pts = self._last_pts + 1
-        self._last_pts = pts
-        frame.pts, frame.time_base = pts, TIME_BASE
+    # --- from the source thread (SourceSink) ------------------------------------------------
+
+    def _count(self, now: float) -> None:
         self.frames_produced += 1
         self.last_frame_at = now
         self._frame_times.append(now)
         if self.frames_produced == 1 or self.state != "running":
             self._call_soon(self._frames_flowing)
-        for encoder in self._active:
+
+    def _stamp(self, now: float, source_seconds: float | None = None) -> int:
+        """A strictly increasing 90 kHz pts on the pipeline's clock, continuous across source
+        restarts (a viewer's RTP timestamps must not jump back). A source clock (the camera's
+        sensor timestamps) keeps its own spacing, mapped once per source onto ours."""
+        if source_seconds is None:
+            seconds = now - self._epoch
+        else:
+            if self._clock_offset is None:
+                self._clock_offset = (now - self._epoch) - source_seconds
+            seconds = source_seconds + self._clock_offset
+        pts = round(seconds / TIME_BASE)
+        if pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
+
+    def on_frame(self, frame: av.VideoFrame) -> None:
+        now = time.monotonic()
+        frame.pts, frame.time_base = self._stamp(now), TIME_BASE
+        self._count(now)
+        encoders = self._frame_encoders
+        if not encoders:
+            return
+        source = self.source
+        hflip, vflip = (False, False) if source is None or source.handles_transform else self.video.flips
+        frame = prepare(frame, self.video.width, self.video.height, hflip, vflip)
+        for encoder in encoders:
             encoder.submit(frame)
+
+    def on_packet(self, packet: av.Packet) -> None:
+        now = time.monotonic()
+        source_seconds = (
+            float(packet.pts * packet.time_base)
+            if packet.pts is not None and packet.time_base is not None else None
+        )
+        packet.pts, packet.time_base = self._stamp(now, source_seconds), TIME_BASE
+        self._count(now)
+        hub = self._hubs.get("H264")
+        if hub is not None:
+            self._call_soon(hub.publish, packet)
+        transcoder = self._transcoder
+        if transcoder is not None:
+            transcoder.submit_packet(packet)
 
     def _frames_flowing(self) -> None:
         if self.state in ("starting", "stalled"):
@@ -159,16 +311,36 @@ class VideoPipeline:
         return max(8, round(self.video.fps / 2))
 
     def attach(self, track: PeerVideoTrack, codec: str) -> None:
-        """Subscribe a viewer's track to the codec's hub, starting its encoder if idle."""
+        """Subscribe a viewer's track to the codec's hub, starting its producer if idle."""
         hub = self._hubs.get(codec)
         if hub is None:
-            encoder = ENCODERS[codec](encoder_settings(self.video), self._publisher(codec))
-            hub = PacketHub(codec, encoder.request_keyframe, self._hub_empty)
-            self._hubs[codec], self._encoders[codec] = hub, encoder
-            encoder.start()
-            self._active = tuple(self._encoders.values())
-            log.info("%s encoder started for the first viewer", codec)
+            producer = self._new_producer(codec, self._built_for)
+            hub = PacketHub(codec, producer.request_keyframe, self._hub_empty)
+            self._hubs[codec], self._producers[codec] = hub, producer
+            producer.start()
+            self._refresh_taps()
+            log.info("%s: %s started for the first viewer", codec, producer.implementation)
         hub.subscribe(track)
+
+    def _new_producer(self, codec: str, source_output: str) -> Producer:
+        settings = encoder_settings(self.video, self.h264_codec)
+        publish = self._publisher(codec)
+        if source_output == "h264":
+            if codec == "H264":
+                return SourcePackets(self)
+            return Transcoder(settings, publish, self._request_source_keyframe)
+        return ENCODERS[codec](settings, publish)
+
+    def _request_source_keyframe(self) -> None:
+        source = self.source
+        if source is not None:
+            source.request_keyframe()
+
+    def _refresh_taps(self) -> None:
+        """What the source thread feeds: swapped whole, never mutated in place."""
+        producers = tuple(self._producers.values())
+        self._frame_encoders = tuple(p for p in producers if isinstance(p, FrameEncoder))
+        self._transcoder = next((p for p in producers if isinstance(p, Transcoder)), None)
 
     def _publisher(self, codec: str) -> Callable[[av.Packet], None]:
         def publish(packet: av.Packet) -> None:  # encoder thread
@@ -180,19 +352,19 @@ class VideoPipeline:
     def _hub_empty(self, hub: PacketHub) -> None:
         if self._hubs.get(hub.codec) is hub:
             self._retire(hub.codec)
-            log.info("%s encoder stopped: no viewers left", hub.codec)
+            log.info("%s: stopped, no viewers left", hub.codec)
 
     def _retire(self, codec: str) -> None:
         self._hubs.pop(codec, None)
-        encoder = self._encoders.pop(codec, None)
-        self._active = tuple(self._encoders.values())
-        if encoder is not None:
-            encoder.close()  # the thread ends by itself; stop() joins it
-            self._retired = [e for e in self._retired if e.alive] + [encoder]
+        producer = self._producers.pop(codec, None)
+        self._refresh_taps()
+        if producer is not None:
+            producer.close()  # threads end by themselves; stop() joins them
+            self._retired = [p for p in self._retired if p.alive] + [producer]
 
     @property
-    def encoders(self) -> dict[str, FrameEncoder]:
-        return dict(self._encoders)
+    def encoders(self) -> dict[str, Producer]:
+        return dict(self._producers)
 
     @property
     def viewers(self) -> int:
@@ -201,11 +373,11 @@ class VideoPipeline:
     # --- supervision ------------------------------------------------------------------------
 
     def _source_problem(self) -> str | None:
-        source = self._source
+        source = self.source
         if source is None:
             return self.reason or "no video source"
         if not source.running:
-            return (f"{source.name} source failed: {source.error!r}" if source.error
+            return (f"{source.name} source failed: {source.error}" if source.error
                     else f"{source.name} source ended")
         last = max(self.last_frame_at or 0.0, self._source_started_at)
         idle = time.monotonic() - last
@@ -226,7 +398,7 @@ class VideoPipeline:
                     if self.healthy():
                         backoff = BACKOFF_FIRST
                     continue
-                self.state = "stalled" if self._source and self._source.running else "failed"
+                self.state = "stalled" if self.source and self.source.running else "failed"
                 self.reason = problem
                 self.restarts += 1
                 log.error("%s; restarting it in %.0f s", problem, backoff)
@@ -234,7 +406,7 @@ class VideoPipeline:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
             async with self._source_lock:
-                if self._source is not None:
+                if self.source is not None:
                     continue  # a reload opened one meanwhile
                 try:
                     await self._open_source()
@@ -261,9 +433,11 @@ class VideoPipeline:
 
     def snapshot(self) -> dict[str, Any]:
         age = self.last_frame_age()
+        source = self.source
         return {
             "source": self.source_name,
             "source_reason": self.source_reason,
+            "source_info": source.describe() if source is not None else {},
             "state": self.state,
             "reason": self.reason,
             "restarts": self.restarts,
@@ -273,14 +447,15 @@ class VideoPipeline:
             "fps_measured": round(self.measured_fps(), 2),
             "frames_produced": self.frames_produced,
             "last_frame_age": None if age is None else round(age, 3),
+            "h264_encoder": self.h264_codec if self._built_for == "frames" else "camera",
             "encoders": {
                 codec: {
-                    "frames_encoded": enc.frames_encoded,
-                    "frames_skipped": enc.frames_skipped,
-                    "keyframes": enc.keyframes_out,
+                    "implementation": producer.implementation,
+                    "frames_encoded": getattr(producer, "frames_encoded", 0),
+                    "frames_skipped": getattr(producer, "frames_skipped", 0),
+                    "keyframes": getattr(producer, "keyframes_out", 0),
                     "viewers": len(self._hubs[codec]) if codec in self._hubs else 0,
                 }
-                for codec, enc in self._encoders.items()
+                for codec, producer in self._producers.items()
             },
         }
-

@@ -176,8 +176,8 @@ class Service:
             set_level(new.logging.level)
             try:
                 await apply_reload(self.daemon, old, new)
-            except SourceError as exc:
-                log.error("reload: video.source could not be applied (%s); video keeps its previous settings", exc)
+            except Exception as exc:  # noqa: BLE001 - the pipeline went back to what worked
+                log.error("reload: the new video settings could not be applied (%s); video keeps its previous settings", exc)
                 self.config = new.model_copy(update={"video": self.daemon.pipeline.video})
                 self.daemon.apply_config(self.config)
                 return False

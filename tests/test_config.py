@@ -70,7 +70,7 @@ BAD_YAML: list[tuple[str, list[str]]] = [
     ("just text", ["(top level): must be a mapping of sections such as 'video:' (got text)"]),
     ("vidoe: {fps: 30}", ["vidoe: unknown key (did you mean 'video'?)"]),
     ("video: {fsp: 30}", ["video.fsp: unknown key (did you mean 'fps'?)"]),
-    ("video: {colour: red}", ["video.colour: unknown key (known keys: source, width, height, fps, bitrate, keyframe_interval, encoder_preset, stall_timeout)"]),
+    ("video: {colour: red}", ["video.colour: unknown key (known keys: source, device, input_format, file, width, height, fps, bitrate, keyframe_interval, encoder_preset, stall_timeout, hflip, vflip, rotation, encoder, picamera)"]),
     ("video: [640, 480]", ["video: must be a mapping of keys (got a list)"]),
     ("video: {width: '640'}", ["video.width: must be an integer (got text '640')"]),
     ("video: {width: 640.5}", ["video.width: must be an integer (got 640.5)"]),
@@ -89,6 +89,11 @@ BAD_YAML: list[tuple[str, list[str]]] = [
     ("webrtc: {ice_servers: [{urls: 'stun:x', pasword: p}]}", ["webrtc.ice_servers[0].pasword: unknown key (did you mean 'credential'?)"]),
     ("webrtc: {ice_servers: [{url: 'stun:x'}]}", ["webrtc.ice_servers[0].urls: is required", "webrtc.ice_servers[0].url: unknown key (did you mean 'urls'?)"]),
     ("video: {framerate: 25}", ["video.framerate: unknown key (did you mean 'fps'?)"]),
+    ("video: {rotation: 90}", ["video.rotation: must be one of 0 or 180 (got 90)"]),
+    ("video: {hflip: yes please}", ["video.hflip: must be true or false (got text 'yes please')"]),
+    ("video: {picamera: {awb: sunny}}", ["video.picamera.awb: must be one of 'auto', 'incandescent', 'tungsten', 'fluorescent', 'indoor', 'daylight' or 'cloudy' (got 'sunny')"]),
+    ("video: {picamera: {controls: {Brightness: bright}}}", ["video.picamera.controls: Brightness must be a number, true/false or a list of numbers (got text 'bright')"]),
+    ("video: {picamera: {focus: auto}}", ["video.picamera.focus: unknown key (did you mean 'autofocus'?)"]),
     ("webrtc: {host_addresses: ['not an address!']}", ["webrtc.host_addresses: 'not an address!' is neither an IP address nor an interface name"]),
     (
         "video: {fps: 500, width: 7}\nserver: {prot: 80}\nlogging: {level: 3}",
@@ -108,6 +113,14 @@ def test_bad_yaml_gets_exact_messages(text: str, messages: list[str]) -> None:
         parse_config(text, "robot.yaml")
     assert caught.value.problems == messages
     assert str(caught.value).startswith(f"robot.yaml: {len(messages)} problem")
+
+
+def test_relative_video_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "robotcam.yaml"
+    path.write_text("video: {source: file, file: clips/demo.mp4}\n")
+    assert load_config(path).video.file == str(tmp_path / "clips" / "demo.mp4")
+    path.write_text("video: {source: file, file: /srv/demo.mp4}\n")
+    assert load_config(path).video.file == "/srv/demo.mp4"
 
 
 def test_unreadable_file(tmp_path: Path) -> None:

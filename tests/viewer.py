@@ -27,6 +27,7 @@ class Viewer:
         self.numbers: list[int | None] = []
         self.sizes: set[tuple[int, int]] = set()
         self.first_frame_at: float | None = None
+        self.last_frame: Any = None
         self.offered_at: float | None = None
         self.answer: dict[str, Any] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -43,6 +44,7 @@ class Viewer:
                 if self.first_frame_at is None:
                     self.first_frame_at = time.monotonic()
                 self.sizes.add((frame.width, frame.height))
+                self.last_frame = frame
                 self.numbers.append(decode_frame_number(frame))
                 self._new_frame.set()
         except MediaStreamError:

@@ -1,8 +1,16 @@
 """The contract between a video source and the pipeline.
 
-A source owns its device for as long as it runs and delivers frames from its own thread: camera
-I/O and frame generation never run on the event loop. The pipeline stamps, counts and encodes
-what it is given; a source only captures.
+A source owns its device for as long as it runs and delivers from its own thread: camera I/O and
+frame generation never run on the event loop. Most sources deliver raw frames, which the
+pipeline flips, scales and encodes once. A source with its own encoder (the Pi camera's
+hardware H.264) delivers encoded packets instead, and the pipeline fans those out untouched.
+
+Life of a source (the pipeline makes a new instance for every restart):
+  source = SomeSource(video_config)   cheap, no I/O
+  source.open()                       blocking (run off the loop): probe and open the device;
+                                      raises SourceError naming the config key to change
+  source.start(sink)                  capture thread begins calling sink.on_frame / on_packet
+  source.stop()                       blocking: end the thread, release the device
 """
 
 from __future__ import annotations
@@ -10,11 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Any, Literal, Protocol
 
 import av
-
-FrameCallback = Callable[[av.VideoFrame], None]
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +29,31 @@ class SourceError(Exception):
     """A source that cannot be used at all; the message names the config key to change."""
 
 
+class SourceSink(Protocol):
+    """Where a source delivers; called from the source's thread."""
+
+    def on_frame(self, frame: av.VideoFrame) -> None:
+        """A raw frame, any pixel format and size; pts is assigned by the pipeline."""
+
+    def on_packet(self, packet: av.Packet) -> None:
+        """One encoded H.264 access unit (Annex B) with is_keyframe set. pts/time_base, when
+        set, are the capture time on the source's own clock (e.g. the sensor timestamp)."""
+
+
 class VideoSource(ABC):
-    """One video device. start() begins delivering frames to the callback; stop() releases it."""
-
     name: str = "source"
-
-    #: Set when the capture thread ended: the exception that ended it, or None for end of stream.
+    #: "frames": raw frames to encode; "h264": already encoded by the source itself.
+    output: Literal["frames", "h264"] = "frames"
+    #: True when the source applies video.hflip/vflip/rotation itself (e.g. in the ISP).
+    handles_transform: bool = False
+    #: Set when the capture thread ended: the exception that ended it, or None at end of stream.
     error: BaseException | None = None
 
+    def open(self) -> None:
+        """Probe and open the device. Blocking; raises SourceError naming the config key."""
+
     @abstractmethod
-    def start(self, on_frame: FrameCallback) -> None: ...
+    def start(self, sink: SourceSink) -> None: ...
 
     @abstractmethod
     def stop(self, timeout: float = 2.0) -> None:
@@ -42,6 +63,13 @@ class VideoSource(ABC):
     @abstractmethod
     def running(self) -> bool: ...
 
+    def request_keyframe(self) -> None:
+        """Ask an encoding source for an IDR soon (thread-safe). Frame sources ignore it."""
+
+    def describe(self) -> dict[str, Any]:
+        """What /health shows about this source: device, format, encoder in use, ..."""
+        return {}
+
 
 class ThreadedSource(VideoSource):
     """A source whose capture loop runs in one daemon thread until stop() is called."""
@@ -49,11 +77,11 @@ class ThreadedSource(VideoSource):
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._on_frame: FrameCallback | None = None
+        self._sink: SourceSink | None = None
         self.error = None
 
-    def start(self, on_frame: FrameCallback) -> None:
-        self._on_frame = on_frame
+    def start(self, sink: SourceSink) -> None:
+        self._sink = sink
         self._stop.clear()
         self.error = None
         self._thread = threading.Thread(
@@ -68,15 +96,14 @@ class ThreadedSource(VideoSource):
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("%s source did not stop within %.1f s", self.name, timeout)
+        self.close()
+
+    def close(self) -> None:
+        """Release the device after the thread has ended (override in sources that hold one)."""
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def ended(self) -> bool:
-        """The capture thread has finished on its own (error or end of stream), not by stop()."""
-        return self._thread is not None and not self._thread.is_alive() and not self._stop.is_set()
 
     def _main(self) -> None:
         try:
@@ -85,9 +112,14 @@ class ThreadedSource(VideoSource):
             self.error = exc
 
     def emit(self, frame: av.VideoFrame) -> None:
-        assert self._on_frame is not None
-        self._on_frame(frame)
+        assert self._sink is not None
+        self._sink.on_frame(frame)
+
+    def emit_packet(self, packet: av.Packet) -> None:
+        assert self._sink is not None
+        self._sink.on_packet(packet)
 
     @abstractmethod
     def capture(self, stop: threading.Event) -> None:
-        """Deliver frames with emit() until stop is set; return at end of stream, raise on failure."""
+        """Deliver with emit()/emit_packet() until stop is set; return at end of stream,
+        raise on failure (the pipeline restarts the source with backoff)."""
