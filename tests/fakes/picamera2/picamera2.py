@@ -1,0 +1,376 @@
+"""Fake `picamera2.picamera2.Picamera2` (0.3.x API) for robotcam's tests.
+
+The "sensor" renders robotcam's test pattern (so the frame number drawn in the picture can be
+decoded downstream) at the configured frame duration, in an event-loop thread like picamera2's
+NullPreview, and hands each frame to every running encoder, as process_requests() does.
+
+Knobs (class attributes; Picamera2.fake_reset() restores them all):
+  fake_cameras          what global_camera_info() lists (dicts with Model, Location, Rotation, Id)
+  fake_camera_controls  name -> (min, max, default): what camera_controls advertises
+  fake_sensor_resolution  largest output size; bigger requests are adjusted down, as libcamera does
+  fake_can_flip         False: libcamera adjusts any hflip/vflip transform away
+  fake_busy             the camera is held by another process: __init__ fails as the real one does
+  Encoder.fake_fail_after  the encoder fails after N frames (see picamera2.encoders.encoder)
+Recorded: Picamera2.instances (every instance), and per instance fake_configure_calls,
+fake_set_controls_calls, fake_transform, fake_frames.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from enum import Enum
+from typing import Any
+
+import libcamera
+
+from picamera2.encoders.encoder import Encoder
+
+_log = logging.getLogger(__name__)
+
+_IMX708 = {
+    "Model": "imx708", "Location": 2, "Rotation": 180,
+    "Id": "/base/soc/i2c0mux/i2c@1/imx708@1a",
+}
+
+_CAMERA_MODULE_3_CONTROLS: dict[str, tuple[Any, Any, Any]] = {
+    "AeEnable": (False, True, None),
+    "AeExposureMode": (0, 3, 0),
+    "AeMeteringMode": (0, 3, 0),
+    "AeConstraintMode": (0, 3, 0),
+    "AfMode": (0, 2, 0),
+    "AfTrigger": (0, 1, 0),
+    "AfRange": (0, 2, 0),
+    "AfSpeed": (0, 1, 0),
+    "AnalogueGain": (1.12, 16.0, None),
+    "AwbEnable": (False, True, None),
+    "AwbMode": (0, 7, 0),
+    "Brightness": (-1.0, 1.0, 0.0),
+    "ColourGains": (0.0, 32.0, None),
+    "Contrast": (0.0, 32.0, 1.0),
+    "ExposureTime": (26, 220417486, None),
+    "ExposureValue": (-8.0, 8.0, 0.0),
+    "FrameDurationLimits": (33333, 120000, None),
+    "LensPosition": (0.0, 15.0, 1.0),
+    "NoiseReductionMode": (0, 4, 0),
+    "Saturation": (0.0, 32.0, 1.0),
+    "ScalerCrop": ((0, 0, 64, 64), (0, 0, 4608, 2592), (576, 0, 3456, 2592)),
+    "Sharpness": (0.0, 16.0, 1.0),
+}
+
+
+class Preview(Enum):
+    NULL = 0
+
+
+class _FakeRequest:
+    """A completed request: the frame and its sensor timestamp (what the encoders read)."""
+
+    def __init__(self, frame: Any, sensor_timestamp_ns: int) -> None:
+        self.frame = frame
+        self.sensor_timestamp_ns = sensor_timestamp_ns
+
+
+class _NullPreview:
+    """The camera's event loop, as picamera2's NullPreview runs it when nothing else does."""
+
+    def __init__(self) -> None:
+        self._abort = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, picam2: Picamera2) -> None:
+        self.thread = threading.Thread(
+            target=self.thread_func, args=(picam2,), name="fake-picamera2-loop", daemon=True
+        )
+        self.thread.start()
+
+    def thread_func(self, picam2: Picamera2) -> None:
+        deadline = time.monotonic()
+        while not self._abort.is_set():
+            if not picam2.started:
+                self._abort.wait(0.01)
+                deadline = time.monotonic()
+                continue
+            delay = deadline - time.monotonic()
+            if delay > 0 and self._abort.wait(delay):
+                break
+            period = picam2._fake_frame_duration_us / 1e6
+            deadline += period
+            if deadline < time.monotonic() - period:  # fell behind: never burst
+                deadline = time.monotonic()
+            try:
+                picam2._fake_process_frame()
+            except Exception:
+                _log.exception("Exception during process_requests()")
+                raise
+
+    def stop(self) -> None:
+        self._abort.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(5)
+
+
+class Picamera2:
+    """Welcome to the (fake) PiCamera2 class."""
+
+    # --- knobs and records -----------------------------------------------------------------
+    fake_cameras: list[dict[str, Any]] = [dict(_IMX708)]
+    fake_camera_controls: dict[str, tuple[Any, Any, Any]] = dict(_CAMERA_MODULE_3_CONTROLS)
+    fake_sensor_resolution: tuple[int, int] = (4608, 2592)
+    fake_can_flip = True
+    fake_busy = False
+    instances: list[Picamera2] = []
+
+    @classmethod
+    def fake_reset(cls) -> None:
+        cls.fake_cameras = [dict(_IMX708)]
+        cls.fake_camera_controls = dict(_CAMERA_MODULE_3_CONTROLS)
+        cls.fake_sensor_resolution = (4608, 2592)
+        cls.fake_can_flip = True
+        cls.fake_busy = False
+        cls.instances = []
+        Encoder.instances = []
+        Encoder.fake_fail_after = None
+
+    # --- the picamera2 API ------------------------------------------------------------------
+
+    @staticmethod
+    def global_camera_info() -> list[dict[str, Any]]:
+        cameras = []
+        for num, cam in enumerate(Picamera2.fake_cameras):
+            info = {k: v for k, v in cam.items() if k in ("Model", "Location", "Rotation")}
+            info["Id"] = cam["Id"]
+            info["Num"] = num
+            cameras.append(info)
+        return sorted(cameras, key=lambda cam: ("/usb" not in cam["Id"], cam["Id"]), reverse=True)
+
+    def __init__(self, camera_num=0, verbose_console=None, tuning=None, allocator=None):
+        Picamera2.instances.append(self)
+        self._preview: _NullPreview | None = None
+        self.is_open = False
+        self.camera = None
+        self.started = False
+        self.camera_config: dict[str, Any] | None = None
+        self._encoders: set[Encoder] = set()
+        self.lock = threading.Lock()
+        self.fake_configure_calls: list[dict[str, Any]] = []
+        self.fake_set_controls_calls: list[dict[str, Any]] = []
+        self.fake_transform: Any = None
+        self.fake_frames = 0
+        self._fake_controls: dict[str, Any] = {}
+        self._fake_frame_duration_us = 33333
+        self._fake_pattern: Any = None
+        info = self.global_camera_info()[camera_num]  # IndexError, as the real one
+        camera_num = info["Num"]
+        self.camera_idx = camera_num
+        try:
+            if Picamera2.fake_busy:
+                raise RuntimeError("Failed to acquire camera: Device or resource busy")
+        except Exception as e:
+            _log.error("Camera __init__ sequence did not complete.")
+            raise RuntimeError("Camera __init__ sequence did not complete.") from e
+        raw = Picamera2.fake_cameras[camera_num]
+        self.camera = raw["Id"]
+        self.sensor_resolution = tuple(Picamera2.fake_sensor_resolution)
+        self.camera_properties_ = {
+            "Model": raw["Model"], "Location": raw.get("Location", 2),
+            "Rotation": raw.get("Rotation", 0), "PixelArraySize": self.sensor_resolution,
+        }
+        if "/usb" not in raw["Id"]:
+            self.camera_properties_["ColorFilterArrangement"] = 0
+        self._camera_controls = dict(Picamera2.fake_camera_controls)
+        self.is_open = True
+
+    @property
+    def camera_properties(self) -> dict[str, Any]:
+        return {} if self.camera is None else self.camera_properties_
+
+    @property
+    def camera_controls(self) -> dict[str, tuple[Any, Any, Any]]:
+        return dict(self._camera_controls) if self.camera is not None else {}
+
+    def create_video_configuration(
+        self,
+        main={},
+        lores=None,
+        raw={},
+        transform=libcamera.Transform(),
+        colour_space=None,
+        buffer_count=6,
+        controls={},
+        display="main",
+        encode="main",
+        queue=True,
+        sensor={},
+        use_case="video",
+    ) -> dict[str, Any]:
+        if self.camera is None:
+            raise RuntimeError("Camera not opened")
+        stream = {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True}
+        for key, value in main.items():
+            if key not in ("format", "size", "stride", "framesize", "preserve_ar"):
+                raise ValueError(f"Bad key {key!r}: valid stream configuration keys are ...")
+            stream[key] = value
+        stream["size"] = (stream["size"][0] - stream["size"][0] % 2, stream["size"][1] - stream["size"][1] % 2)
+        if "NoiseReductionMode" in self.camera_controls and "FrameDurationLimits" in self.camera_controls:
+            controls = {
+                "NoiseReductionMode": libcamera.controls.draft.NoiseReductionModeEnum.Fast,
+                "FrameDurationLimits": (33333, 33333),
+            } | controls
+        return {
+            "use_case": use_case, "transform": transform, "colour_space": colour_space,
+            "buffer_count": buffer_count, "queue": queue, "main": stream, "lores": lores,
+            "raw": raw, "controls": controls, "sensor": sensor, "display": display, "encode": encode,
+        }
+
+    def configure(self, camera_config=None) -> None:
+        if self.started:
+            raise RuntimeError("Camera must be stopped before configuring")
+        if not isinstance(camera_config, dict):
+            raise TypeError("Invalid type for `camera_config` given")
+        self.fake_configure_calls.append(copy.deepcopy(camera_config))
+        config = copy.deepcopy(camera_config)
+        if not isinstance(config["transform"], libcamera.Transform):
+            raise RuntimeError("Transform has incorrect type")
+        main = config["main"]
+        if main["format"] not in ("YUV420", "YVU420", "XBGR8888", "XRGB8888", "RGB888", "BGR888"):
+            raise RuntimeError("Bad format " + main["format"] + " in stream main")
+        width, height = main["size"]
+        if width % 2 or height % 2:
+            raise RuntimeError("width and height should be even")
+        # libcamera's validate(): sizes beyond the sensor are adjusted down, not refused
+        max_w, max_h = Picamera2.fake_sensor_resolution
+        if width > max_w or height > max_h:
+            _log.info("Camera configuration has been adjusted!")
+        width, height = min(width, max_w), min(height, max_h)
+        if not Picamera2.fake_can_flip:
+            config["transform"] = libcamera.Transform()
+        align = 64
+        stride = (width + align - 1) // align * align
+        main.update(size=(width, height), stride=stride, framesize=stride * height * 3 // 2)
+        self.camera_config = config
+        self.fake_transform = config["transform"]
+        self._fake_controls = {}
+        self._fake_set(config.get("controls") or {})
+        from robotcam.sources.testpattern import TestPatternSource
+
+        self._fake_pattern = TestPatternSource(width, height, 1e6 / self._fake_frame_duration_us)
+
+    def camera_configuration(self) -> dict[str, Any]:
+        return self.camera_config
+
+    def stream_configuration(self, name="main") -> dict[str, Any]:
+        return self.camera_config[name]
+
+    def set_controls(self, controls) -> None:
+        self.fake_set_controls_calls.append(dict(controls))
+        self._fake_set(controls)
+
+    def _fake_set(self, controls: dict[str, Any]) -> None:
+        for name, value in controls.items():
+            if name == "FrameRate":  # picamera2's virtual control
+                name, value = "FrameDurationLimits", (int(1e6 / value), int(1e6 / value))
+            if name not in self._camera_controls:
+                raise RuntimeError(f"Control {name} is not advertised by libcamera")
+            self._fake_controls[name] = value
+            if name == "FrameDurationLimits":
+                self._fake_frame_duration_us = max(int(value[0]), self._camera_controls[name][0])
+
+    def start(self, config=None, show_preview=False) -> None:
+        if config is not None:
+            self.configure(config)
+        if not self.camera_config:
+            raise RuntimeError("Camera has not been configured")
+        if self._preview is None and show_preview is not None:
+            self._preview = _NullPreview()
+            self._preview.start(self)
+        self.started = True
+
+    def stop(self) -> None:
+        self.started = False
+
+    def start_encoder(self, encoder=None, output=None, pts=None, quality=None, name=None) -> None:
+        _encoder = encoder
+        if _encoder is None:
+            if len(self._encoders) > 1:
+                raise RuntimeError("Multiple possible encoders, need to pass encoder")
+            _encoder = next(iter(self._encoders), None)
+        if _encoder is None:
+            raise RuntimeError("No encoder specified")
+        if output is not None:
+            _encoder.output = output
+        if not self.camera_config:
+            raise RuntimeError("Camera has not been configured")
+        name = name or self.camera_config["encode"]
+        stream = self.camera_config[name]
+        _encoder.name = name
+        _encoder.width, _encoder.height = stream["size"]
+        _encoder.format = stream["format"]
+        _encoder.stride = stream["stride"]
+        min_frame_duration = max(self._camera_controls["FrameDurationLimits"][0], 33333)
+        try:
+            if _encoder.framerate is None:
+                _encoder.framerate = 1000000 / min_frame_duration
+        except AttributeError:
+            pass
+        _encoder.start(quality=quality)
+        with self.lock:
+            self._encoders.add(_encoder)
+
+    def stop_encoder(self, encoders=None) -> None:
+        if encoders is None:
+            remove = list(self._encoders)
+        elif isinstance(encoders, Encoder):
+            remove = [encoders]
+        else:
+            remove = list(encoders)
+        for encoder in remove:
+            encoder.stop()
+        with self.lock:
+            for encoder in remove:
+                self._encoders.discard(encoder)
+
+    @property
+    def encoders(self) -> set[Encoder]:
+        return self._encoders
+
+    def start_recording(self, encoder, output, pts=None, config=None, quality=None, name=None) -> None:
+        if config is not None:
+            self.configure(config)
+        self.start_encoder(encoder, output, pts=pts, quality=quality, name=name)
+        self.start()
+
+    def stop_recording(self) -> None:
+        self.stop()
+        self.stop_encoder()
+
+    def close(self) -> None:
+        if self._preview is not None:
+            self._preview.stop()
+            self._preview = None
+        if not self.is_open:
+            return
+        self.stop()
+        self.is_open = False
+        self.camera = None
+        self.camera_config = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_traceback):
+        self.close()
+
+    # --- the fake sensor --------------------------------------------------------------------
+
+    def _fake_process_frame(self) -> None:
+        frame = self._fake_pattern.render(self.fake_frames, time.time())
+        request = _FakeRequest(frame, time.monotonic_ns())
+        self.fake_frames += 1
+        with self.lock:
+            encoders = list(self._encoders)
+        for encoder in encoders:
+            if encoder.name in ("main",):
+                encoder.encode(encoder.name, request)
