@@ -269,3 +269,14 @@ async def main(port):
 
 asyncio.run(main(int(sys.argv[1])))
 """
+
+
+def test_unusable_source_exits_1_with_one_message_naming_the_key(tmp_path: Path) -> None:
+    port = free_port()
+    config = config_text(port).replace('"source": "testpattern"', '"source": "v4l2", "device": "/dev/video77"')
+    daemon = Daemon(tmp_path, config, dict(os.environ))
+    assert daemon.proc.wait(30) == 1
+    output = daemon.output()
+    assert "video.device: /dev/video77 does not exist" in output
+    assert "Traceback" not in output
+    daemon.stop()
