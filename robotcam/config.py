@@ -35,10 +35,28 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class TLSConfig(Section):
+    """HTTPS: browsers give the microphone (talk-back) only to secure pages."""
+
+    cert: str = ""
+    key: str = ""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "TLSConfig":
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("cert and key go together: set both (robotcam gen-cert makes them) or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert)
+
+
 class ServerConfig(Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
     max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)
+    tls: TLSConfig = TLSConfig()
 
 
 class PicameraConfig(Section):
@@ -137,6 +155,9 @@ class WebRTCConfig(Section):
     max_peers: int = Field(16, ge=1, le=1000)
     host_addresses: list[str] = []
     connect_timeout: float = Field(30.0, ge=1, le=600)
+    turn_secret: SecretStr | None = None
+    turn_credential_ttl: int = Field(86400, ge=60, le=30 * 86400)
+    gather_timeout: float = Field(2.0, ge=0.1, le=30)
 
     @field_validator("host_addresses")
     @classmethod
@@ -152,6 +173,36 @@ class WebRTCConfig(Section):
         return value
 
 
+class AudioConfig(Section):
+    """The robot's microphone to every viewer (Opus)."""
+
+    source: Literal["auto", "microphone", "tone", "none"] = "auto"
+    device: str = ""
+    sample_rate: int = Field(48000, ge=8000, le=192000)
+    channels: int = Field(1, ge=1, le=2)
+    block_size: int = Field(960, ge=64, le=48000)
+    tone_frequency: float = Field(440.0, ge=20, le=20000)
+    stall_timeout: float = Field(3.0, ge=0.5, le=300)
+
+
+class TalkbackConfig(Section):
+    """A viewer's voice to the robot's speaker, one talker at a time."""
+
+    enabled: bool = True
+    device: str = ""
+    volume: float = Field(1.0, ge=0, le=4)
+    max_talk_seconds: float = Field(120.0, ge=1, le=3600)
+
+
+class ControlConfig(Section):
+    """The `control` data channel, bridged to the robot program's Unix socket. Off by default."""
+
+    enabled: bool = False
+    socket: str = "/run/robotcam/control.sock"
+    max_message_bytes: int = Field(4096, ge=64, le=65536)
+    max_messages_per_second: float = Field(50.0, ge=1, le=1000)
+
+
 class LoggingConfig(Section):
     level: LogLevel = "info"
 
@@ -159,7 +210,10 @@ class LoggingConfig(Section):
 class Config(Section):
     server: ServerConfig = ServerConfig()
     video: VideoConfig = VideoConfig()
+    audio: AudioConfig = AudioConfig()
+    talkback: TalkbackConfig = TalkbackConfig()
     webrtc: WebRTCConfig = WebRTCConfig()
+    control: ControlConfig = ControlConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="before")

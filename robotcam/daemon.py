@@ -6,8 +6,9 @@ reverse order of start: viewers first, then encoders and source, then the ICE ad
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from robotcam import __version__
 from robotcam.config import Config
@@ -18,29 +19,66 @@ from robotcam.sources import open_source
 
 DEGRADED_FPS_RATIO = 0.5  # measured below half the configured rate: degraded
 
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    """A singleton beside the video pipeline (microphone, speaker, control bridge). Its
+    failures degrade /health but never take video down."""
+
+    name: str
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def health(self) -> dict[str, Any]:
+        """Its section of /health; {"ok": False, ...} marks the daemon degraded."""
+        ...
+    def apply_config(self, config: Config) -> None:
+        """A reload: take what can change live."""
+        ...
+
 
 class Daemon:
     def __init__(self, config: Config, source_factory: SourceFactory = open_source) -> None:
         self.config = config
         self.pipeline = VideoPipeline(config.video, source_factory)
         self.peers = PeerManager(self.pipeline, config.webrtc)
+        self.components: list[Component] = []
+        # Components register here, each with its peer extension when it has one.
         self.started_at = time.monotonic()
         self._unpin = lambda: None
+        self._started: list[Component] = []
 
     async def start(self) -> None:
+        """ICE pin, video, then components in order; a failure undoes what started."""
         self._unpin = pin_host_addresses(self.config.webrtc.host_addresses)
         try:
             await self.pipeline.start()
+            for component in self.components:
+                await component.start()
+                self._started.append(component)
         except BaseException:
+            await self._stop_components()
+            await self.pipeline.stop()
             self._unpin()
             raise
 
     async def stop(self) -> None:
+        """Viewers first, then components in reverse order, then video."""
         try:
             await self.peers.close_all()
+            await self._stop_components()
             await self.pipeline.stop()
         finally:
             self._unpin()
+
+    async def _stop_components(self) -> None:
+        while self._started:
+            component = self._started.pop()
+            try:
+                await component.stop()
+            except Exception:  # noqa: BLE001 - the rest must still be released
+                log.exception("stopping %s failed", component.name)
 
     def apply_config(self, config: Config) -> None:
         """Take a reloaded config for everything but the video pipeline (see reload.py)."""
@@ -49,6 +87,8 @@ class Daemon:
             self._unpin = pin_host_addresses(config.webrtc.host_addresses)
         self.config = config
         self.peers.webrtc = config.webrtc
+        for component in self.components:
+            component.apply_config(config)
 
     async def __aenter__(self) -> Daemon:
         await self.start()
@@ -63,12 +103,13 @@ class Daemon:
         video = self.pipeline.snapshot()
         viewers = len(self.peers)
         limit = self.config.webrtc.max_peers
+        sections = {component.name: component.health() for component in self.components}
         if not self.pipeline.healthy():
             status = "failing"
         elif (
             video["fps_measured"] < self.config.video.fps * DEGRADED_FPS_RATIO
             and time.monotonic() - self.started_at > 5
-        ) or viewers >= limit:
+        ) or viewers >= limit or any(section.get("ok") is False for section in sections.values()):
             status = "degraded"
         else:
             status = "ok"
@@ -77,6 +118,7 @@ class Daemon:
             "version": __version__,
             "uptime": round(time.monotonic() - self.started_at, 1),
             "video": video,
+            **sections,
             "peers": {"count": viewers, "max": limit, "sessions": self.peers.snapshot()},
         }
 

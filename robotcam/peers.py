@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -44,12 +45,17 @@ class OfferError(Exception):
 
 @dataclass(eq=False)
 class PeerSession:
-    id: int
+    id: int  # for log lines and /health
     pc: RTCPeerConnection
     track: PeerVideoTrack
+    #: unguessable: names the session in URLs (WHEP resources, talk requests)
+    key: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     created: float = field(default_factory=time.monotonic)
     codec: str | None = None
     expiry: asyncio.Task[None] | None = None
+    #: what extensions keep per viewer (their own keys); scalars show in /health
+    extras: dict[str, Any] = field(default_factory=dict)
+    released: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -59,7 +65,25 @@ class PeerSession:
             "age": round(time.monotonic() - self.created, 1),
             "packets_sent": self.track.packets_sent,
             "packets_dropped": self.track.packets_dropped,
+            **{k: v for k, v in self.extras.items() if isinstance(v, (str, int, float, bool))},
         }
+
+
+class PeerExtension(Protocol):
+    """What a viewer's connection carries besides video (sound, talk-back, control channel).
+    Extensions hook into every session's life instead of each editing the negotiation."""
+
+    def prepare(self, session: PeerSession, offer: aiortc_sdp.SessionDescription) -> None:
+        """Before the offer is applied: add tracks, set codec preferences, register pc events."""
+
+    def answered(self, session: PeerSession) -> None:
+        """After the answer is set: the session is about to be handed to the viewer."""
+
+    async def closed(self, session: PeerSession) -> None:
+        """The session ended: release what it held (never raises)."""
+
+    def client_config(self) -> dict[str, Any]:
+        """What the web client needs to know (GET /api/config), merged at the top level."""
 
 
 def video_codec_preferences() -> list[Any]:
@@ -120,9 +144,13 @@ def answer_codec(sdp: str) -> str | None:
 class PeerManager:
     """Owns every viewer's connection and the tasks watching them."""
 
-    def __init__(self, pipeline: VideoPipeline, webrtc: WebRTCConfig) -> None:
+    def __init__(
+        self, pipeline: VideoPipeline, webrtc: WebRTCConfig,
+        extensions: list[PeerExtension] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.webrtc = webrtc
+        self.extensions: list[PeerExtension] = list(extensions or [])
         self.sessions: dict[int, PeerSession] = {}
         self._pending = 0  # offers being negotiated, counted against max_peers
         self._last_id = 0
@@ -144,6 +172,11 @@ class PeerManager:
         ])
 
     async def handle_offer(self, sdp: str) -> str:
+        """Answer a viewer's offer (the answer SDP); see open_session for the session too."""
+        _, answer = await self.open_session(sdp)
+        return answer
+
+    async def open_session(self, sdp: str) -> tuple[PeerSession, str]:
         """Answer a viewer's offer; the session lives on until it fails, closes or times out."""
         if self.closed:
             raise OfferError(503, "robotcam is shutting down")
@@ -152,17 +185,23 @@ class PeerManager:
                 503, f"viewer limit reached ({self.webrtc.max_peers}): try again later",
                 max_peers=self.webrtc.max_peers,
             )
-        check_offer(sdp)
+        description = check_offer(sdp)
         self._pending += 1
         self._last_id += 1
         pc = RTCPeerConnection(self.rtc_configuration())
         track = PeerVideoTrack(self.pipeline.queue_size(), self._last_id)
         session = PeerSession(self._last_id, pc, track)
         try:
+            for extension in self.extensions:
+                extension.prepare(session, description)
             answer = await self._negotiate(session, sdp)
+            for extension in self.extensions:
+                extension.answered(session)
         except BaseException:
             track.stop()
             await pc.close()
+            session.released = True
+            await self._extensions_closed(session)
             raise
         finally:
             self._pending -= 1
@@ -172,7 +211,25 @@ class PeerManager:
         self.sessions[session.id] = session
         self._watch(session)
         log.info("viewer %d: answered (%s), %d viewer(s)", session.id, session.codec, len(self.sessions))
-        return answer
+        return session, answer
+
+    def by_key(self, key: str) -> PeerSession | None:
+        """The live session a URL or request names, or None."""
+        for session in self.sessions.values():
+            if secrets.compare_digest(session.key, key):
+                return session
+        return None
+
+    async def close_session(self, session: PeerSession, why: str) -> None:
+        """End a session on the viewer's request (WHEP DELETE, WebSocket bye)."""
+        await self._close(session, why)
+
+    async def _extensions_closed(self, session: PeerSession) -> None:
+        for extension in self.extensions:
+            try:
+                await extension.closed(session)
+            except Exception:  # noqa: BLE001 - one extension must not keep another's resources
+                log.exception("viewer %d: releasing %s failed", session.id, type(extension).__name__)
 
     async def _negotiate(self, session: PeerSession, sdp: str) -> str:
         pc, track = session.pc, session.track
@@ -236,6 +293,9 @@ class PeerManager:
             session.expiry.cancel()
         session.track.stop()
         await session.pc.close()
+        if not session.released:
+            session.released = True
+            await self._extensions_closed(session)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -262,3 +322,19 @@ class PeerManager:
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.sessions.values()]
+
+    def client_config(self) -> dict[str, Any]:
+        """GET /api/config: what the web client needs (ICE servers, what extensions offer)."""
+        config: dict[str, Any] = {
+            "iceServers": [
+                {
+                    "urls": server.urls,
+                    **({"username": server.username} if server.username else {}),
+                    **({"credential": server.credential.get_secret_value()} if server.credential else {}),
+                }
+                for server in self.webrtc.ice_servers
+            ],
+        }
+        for extension in self.extensions:
+            config.update(extension.client_config())
+        return config

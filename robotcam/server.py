@@ -20,6 +20,7 @@ from robotcam.peers import OfferError
 log = logging.getLogger(__name__)
 
 DAEMON = web.AppKey("daemon", Daemon)
+SESSION_HEADER = "X-Robotcam-Session"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -92,11 +93,20 @@ async def offer(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     try:
         sdp = await read_offer(request, daemon.config.server.max_body_bytes)
-        answer = await daemon.peers.handle_offer(sdp)
+        session, answer = await daemon.peers.open_session(sdp)
     except OfferError as exc:
         log.info("offer from %s refused (%d): %s", request.remote, exc.status, exc.message)
         return json_error(exc.status, exc.message, **exc.extra)
-    return web.json_response({"sdp": answer, "type": "answer"})
+    # The body stays exactly {sdp, type}: clients do RTCSessionDescription(**answer). The
+    # header names this viewer in later requests (talk-back); plain clients ignore it.
+    return web.json_response(
+        {"sdp": answer, "type": "answer"}, headers={SESSION_HEADER: session.key}
+    )
+
+
+async def client_config(request: web.Request) -> web.Response:
+    """What the web client needs before its offer: ICE servers and the features on offer."""
+    return web.json_response(request.app[DAEMON].peers.client_config())
 
 
 async def health(request: web.Request) -> web.Response:
@@ -127,5 +137,6 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/offer", offer)
     app.router.add_post("/connect", offer)  # RTCBot's client posts its offer here
     app.router.add_get("/health", health)
+    app.router.add_get("/api/config", client_config)
     app.router.add_static("/static/", web_root(), show_index=False, append_version=False)
     return app

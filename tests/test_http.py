@@ -214,3 +214,32 @@ async def test_viewer_that_never_connects_is_dropped(robot_factory) -> None:
         assert len(robot.daemon.peers) == 0
     finally:
         await viewer.close()
+
+
+async def test_client_config_lists_ice_servers_for_the_page(robot_factory) -> None:
+    robot = await robot_factory(make_config(webrtc={"ice_servers": [
+        {"urls": "stun:stun.example.org:3478"},
+        {"urls": ["turn:turn.example.org:3478"], "username": "robot", "credential": "pw"},
+    ]}))
+    response = await robot.http.get("/api/config")
+    assert response.status == 200
+    body = await response.json()
+    assert body["iceServers"] == [
+        {"urls": ["stun:stun.example.org:3478"]},
+        {"urls": ["turn:turn.example.org:3478"], "username": "robot", "credential": "pw"},
+    ]
+
+
+async def test_answer_names_an_unguessable_session(robot) -> None:
+    viewer = Viewer()
+    try:
+        response = await robot.http.post("/offer", json=await viewer.offer())
+        body = await response.json()
+        assert response.status == 200 and set(body) == {"sdp", "type"}  # nothing else in the body
+        key = response.headers["X-Robotcam-Session"]
+        assert len(key) >= 20
+        session = robot.daemon.peers.by_key(key)
+        assert session is not None and session.key == key
+        assert robot.daemon.peers.by_key(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    finally:
+        await viewer.close()
