@@ -60,6 +60,20 @@ class EncoderSettings:
         return max(1, round(self.fps * self.keyframe_interval))
 
 
+def _video_context(name: str, width: int, height: int, settings: EncoderSettings) -> av.VideoCodecContext:
+    """An encoder context with what every codec here shares: size, 4:2:0, the 90 kHz RTP
+    clock as time base, rate, bitrate, keyframe interval, no B-frames."""
+    ctx = av.CodecContext.create(name, "w")
+    ctx.width, ctx.height = width, height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = TIME_BASE
+    ctx.framerate = Fraction(settings.fps).limit_denominator(1001)
+    ctx.bit_rate = settings.bitrate
+    ctx.gop_size = settings.gop
+    ctx.max_b_frames = 0
+    return ctx
+
+
 class FrameEncoder(ABC):
     """One codec's encoder thread. Frames in through submit(), packets out through the callback."""
 
@@ -228,14 +242,7 @@ class H264Encoder(FrameEncoder):
     def _open(self, width: int, height: int, settings: EncoderSettings) -> av.VideoCodecContext:
         if settings.h264_codec == "h264_v4l2m2m":
             return open_v4l2m2m(width, height, settings)
-        ctx = av.CodecContext.create("libx264", "w")
-        ctx.width, ctx.height = width, height
-        ctx.pix_fmt = "yuv420p"
-        ctx.time_base = TIME_BASE
-        ctx.framerate = Fraction(settings.fps).limit_denominator(1001)
-        ctx.bit_rate = settings.bitrate
-        ctx.gop_size = settings.gop
-        ctx.max_b_frames = 0
+        ctx = _video_context("libx264", width, height, settings)
         kbps = max(1, settings.bitrate // 1000)
         level = h264_level(width, height, settings.fps, settings.bitrate)
         ctx.options = {
@@ -261,14 +268,7 @@ class H264Encoder(FrameEncoder):
 
 def open_v4l2m2m(width: int, height: int, settings: EncoderSettings) -> av.VideoCodecContext:
     """The V4L2 M2M hardware H.264 encoder (bcm2835-codec on a Pi 4) through FFmpeg."""
-    ctx = av.CodecContext.create("h264_v4l2m2m", "w")
-    ctx.width, ctx.height = width, height
-    ctx.pix_fmt = "yuv420p"
-    ctx.time_base = TIME_BASE
-    ctx.framerate = Fraction(settings.fps).limit_denominator(1001)
-    ctx.bit_rate = settings.bitrate
-    ctx.gop_size = settings.gop
-    ctx.max_b_frames = 0
+    ctx = _video_context("h264_v4l2m2m", width, height, settings)
     for name in ("Constrained Baseline", "constrained_baseline"):
         try:
             ctx.profile = name
@@ -310,13 +310,7 @@ class VP8Encoder(FrameEncoder):
     _implementation = "libvpx"
 
     def _open(self, width: int, height: int, settings: EncoderSettings) -> av.VideoCodecContext:
-        ctx = av.CodecContext.create("libvpx", "w")
-        ctx.width, ctx.height = width, height
-        ctx.pix_fmt = "yuv420p"
-        ctx.time_base = TIME_BASE
-        ctx.framerate = Fraction(settings.fps).limit_denominator(1001)
-        ctx.bit_rate = settings.bitrate
-        ctx.gop_size = settings.gop
+        ctx = _video_context("libvpx", width, height, settings)
         ctx.qmin, ctx.qmax = 2, 56
         ctx.thread_count = 2 if width * height >= 640 * 480 else 1
         ctx.options = {

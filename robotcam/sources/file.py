@@ -20,7 +20,8 @@ import av
 import av.error
 
 from robotcam.config import VideoConfig
-from robotcam.sources.base import SourceError, ThreadedSource
+from robotcam.sources.base import SourceError
+from robotcam.sources.container import ContainerSource
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ PROBE_PACKETS = 600  # packets read at most while looking for the first decodabl
 MAX_BAD_PACKETS = 100  # consecutive undecodable packets before a pass gives up
 
 
-class FileSource(ThreadedSource):
+class FileSource(ContainerSource):
     """Loops `video.file` forever, paced at the file's own frame rate."""
 
     name = "file"
@@ -38,10 +39,6 @@ class FileSource(ThreadedSource):
         super().__init__()
         self.video = video
         self.path = os.path.expanduser(video.file.strip()) if video.file.strip() else ""
-        self._container: Any = None
-        self._stream: Any = None
-        self._lock = threading.Lock()
-        self._close_on_exit = False
         self._info: dict[str, Any] = {}
         self.loops = 0
         self.frames_emitted = 0
@@ -177,18 +174,11 @@ class FileSource(ThreadedSource):
             bad = 0
             yield from frames
 
-    def capture(self, stop: threading.Event) -> None:
-        if self._container is None:
-            raise RuntimeError("FileSource.capture() before open()")
-        try:
-            self._play(stop)
-        finally:
-            with self._lock:
-                close_now = self._close_on_exit
-            if close_now:
-                self._release()
+    @property
+    def label(self) -> str:
+        return self.path
 
-    def _play(self, stop: threading.Event) -> None:
+    def read(self, stop: threading.Event) -> None:
         period = self._period()
         anchor = time.monotonic()  # when the current pass's first frame is due
         while not stop.is_set():
@@ -227,28 +217,6 @@ class FileSource(ThreadedSource):
             self.loops += 1
             anchor += last_offset + max(last_duration, 1e-3)  # the next pass follows the last frame
             self._rewind()
-
-    # --- closing --------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            # the playing thread may be inside FFmpeg: it closes the container when it returns
-            with self._lock:
-                self._close_on_exit = True
-            if thread.is_alive():
-                return
-        self._release()
-
-    def _release(self) -> None:
-        with self._lock:
-            container, self._container = self._container, None
-            self._stream = None
-        if container is not None:
-            try:
-                container.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                log.debug("closing %s failed", self.path, exc_info=True)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -37,7 +37,8 @@ import av
 import av.error
 
 from robotcam.config import VideoConfig
-from robotcam.sources.base import SourceError, ThreadedSource
+from robotcam.sources.base import SourceError
+from robotcam.sources.container import ContainerSource
 
 log = logging.getLogger(__name__)
 
@@ -545,7 +546,7 @@ MAX_BAD_FRAMES = 30  # consecutive undecodable frames before the source gives up
 MAX_SPURIOUS = 50  # consecutive "ready" wakeups without a frame (POLLERR) before giving up
 
 
-class V4L2Source(ThreadedSource):
+class V4L2Source(ContainerSource):
     """A V4L2 capture device (USB webcam, HDMI grabber, ...) decoded by PyAV."""
 
     name = "v4l2"
@@ -555,10 +556,6 @@ class V4L2Source(ThreadedSource):
         super().__init__()
         self.video = video
         self.device = video.device
-        self._container: Any = None
-        self._stream: Any = None
-        self._lock = threading.Lock()
-        self._close_on_exit = False
         # set by _open_container: the container's non-blocking, pollable descriptor, if any
         self._fd: int | None = None
         self._open_timed_out = False
@@ -784,17 +781,12 @@ class V4L2Source(ThreadedSource):
 
     # --- capturing ------------------------------------------------------------------------------
 
-    def capture(self, stop: threading.Event) -> None:
-        container, stream = self._container, self._stream
-        if container is None or stream is None:
-            raise RuntimeError("V4L2Source.capture() before open()")
-        try:
-            self._capture(container, stream, stop)
-        finally:
-            with self._lock:
-                close_now = self._close_on_exit
-            if close_now:
-                self._release()
+    @property
+    def label(self) -> str:
+        return self.device or "the V4L2 camera"
+
+    def read(self, stop: threading.Event) -> None:
+        self._capture(self._container, self._stream, stop)
 
     def _capture(self, container: Any, stream: Any, stop: threading.Event) -> None:
         codec = stream.codec_context
@@ -892,28 +884,8 @@ class V4L2Source(ThreadedSource):
             return f"video.device: {self.device} disappeared (unplugged?): {reason}"
         return f"video.device: {self.device} stopped delivering frames: {reason}"
 
-    # --- closing ----------------------------------------------------------------------------
-
-    def close(self) -> None:
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            # the capture thread may be inside FFmpeg: it closes the container when it returns
-            with self._lock:
-                self._close_on_exit = True
-            if thread.is_alive():
-                return
-        self._release()
-
-    def _release(self) -> None:
-        with self._lock:
-            container, self._container = self._container, None
-            self._stream = None
-            self._fd = None
-        if container is not None:
-            try:
-                container.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                log.debug("closing %s failed", self.device, exc_info=True)
+    def _forget(self) -> None:
+        self._fd = None
 
     def describe(self) -> dict[str, Any]:
         cap = self._capability
