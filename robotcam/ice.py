@@ -4,13 +4,16 @@ aioice gathers from every address of every non-loopback interface, including con
 bridges and VPNs a viewer can never reach, and leaves out 127.0.0.1 altogether. aioice reads
 its module-level `get_host_addresses` at gather time and has no option for it, so the daemon
 replaces that function for the life of the process and puts the original back on shutdown.
+
+It also bounds how long a peer connection waits for STUN/TURN candidates (`bound_gathering`).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import aioice.ice
 import ifaddr
@@ -63,3 +66,36 @@ def pin_host_addresses(entries: list[str]) -> Callable[[], None]:
         aioice.ice.get_host_addresses = original
 
     return restore
+
+
+def _ice_gatherers(pc: Any) -> list[Any]:
+    """The distinct ICE gatherers of a connection's transports (media and data channel)."""
+    transports = [t.sender.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    gatherers: list[Any] = []
+    for dtls in transports:
+        gatherer = getattr(getattr(dtls, "transport", None), "iceGatherer", None)
+        if gatherer is not None and gatherer not in gatherers:
+            gatherers.append(gatherer)
+    return gatherers
+
+
+def bound_gathering(pc: Any, timeout: float) -> None:
+    """Answer within `timeout` seconds whatever STUN/TURN servers do.
+
+    aioice gathers host candidates at once, then asks the STUN/TURN servers in parallel
+    tasks and waits for them with `asyncio.wait(..., timeout)`, keeping what arrived and
+    cancelling the rest; that timeout is a parameter of `Connection.get_component_candidates`
+    (5 s) that neither aioice nor aiortc exposes. An unreachable STUN server (UDP dropped, or
+    ICMP errors, which aioice ignores) would otherwise hold every answer for those 5 s. So this
+    connection's own gatherers call it with our bound: host candidates are never lost, and
+    server-reflexive/relay candidates that come late are left out, as a browser would trickle
+    them too late for a non-trickling answer. Call after setRemoteDescription (the transports
+    exist) and before setLocalDescription (which gathers). Touches only this connection."""
+    for gatherer in _ice_gatherers(pc):
+        connection: Any = getattr(gatherer, "_connection", None)
+        method = getattr(connection, "get_component_candidates", None)
+        if method is None or isinstance(method, functools.partial):
+            continue
+        connection.get_component_candidates = functools.partial(method, timeout=timeout)
