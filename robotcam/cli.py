@@ -1,4 +1,4 @@
-"""`robotcam run | check-config | config | --version`."""
+"""`robotcam run | check-config | config | gen-cert | --version`."""
 
 from __future__ import annotations
 
@@ -30,7 +30,60 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", type=Path, metavar="PATH")
     show = commands.add_parser("config", help="print the effective config as YAML, secrets masked")
     show.add_argument("--config", type=Path, metavar="PATH")
+    _add_gen_cert(commands)
     return parser
+
+
+def _add_gen_cert(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from robotcam.tls import DEFAULT_DIR, LEAF_DAYS
+
+    gen = commands.add_parser(
+        "gen-cert",
+        help="make an HTTPS certificate for this robot (and the CA phones install to trust it)",
+        description="Make a certificate for HTTPS (needed for the talk button on phones), "
+        "signed by a small CA of this robot's own: install that CA (ca.crt) once on each "
+        "phone or computer. Re-running with --force renews the certificate with the same CA.",
+    )
+    gen.add_argument("--out-dir", type=Path, default=DEFAULT_DIR, metavar="DIR",
+                     help=f"where to write ca.crt, ca.key, cert.pem, key.pem (default: {DEFAULT_DIR})")
+    gen.add_argument("--hostname", metavar="NAME",
+                     help="the robot's host name (default: this machine's); NAME.local is added")
+    gen.add_argument("--ip", action="append", default=None, metavar="ADDRESS",
+                     help="an address viewers use (repeatable; default: this machine's addresses); "
+                     "127.0.0.1 and ::1 are always added")
+    gen.add_argument("--days", type=int, default=LEAF_DAYS, metavar="N",
+                     help=f"validity of the server certificate (default: {LEAF_DAYS}, the most "
+                     "iPhones accept; the CA is valid for 10 years)")
+    gen.add_argument("--force", action="store_true",
+                     help="replace an existing certificate (the CA is kept when it still fits)")
+
+
+def _gen_cert(args: argparse.Namespace) -> int:
+    from robotcam.tls import LEAF_DAYS, TLSError, default_hostname, default_ips, generate
+
+    hostname = args.hostname or default_hostname()
+    ips = args.ip if args.ip is not None else default_ips()
+    try:
+        issued = generate(args.out_dir, hostname, ips, days=args.days, force=args.force)
+    except TLSError as exc:
+        print(f"robotcam gen-cert: {exc}", file=sys.stderr)
+        return 1
+    names = ", ".join([*issued.dns_names, *issued.ips])
+    readable = f", readable by group {issued.key_group}" if issued.key_group else ""
+    print(f"certificate: {issued.cert}  ({names}; valid until {issued.not_after:%Y-%m-%d})")
+    print(f"key:         {issued.key}  (mode {'0640' if issued.key_group else '0600'}{readable})")
+    ca_note = "the same CA as before: phones that trust it need nothing new" if issued.ca_reused \
+        else "new: install it on every phone and computer that opens the page (README, HTTPS)"
+    print(f"CA:          {issued.ca}  ({ca_note})")
+    if args.days > LEAF_DAYS:
+        print(f"warning: iPhones and Macs refuse server certificates valid for more than "
+              f"{LEAF_DAYS} days", file=sys.stderr)
+    print("\nAdd to /etc/robotcam.yaml, then: sudo systemctl restart robotcam\n")
+    print("server:\n  tls:")
+    print(f"    cert: {issued.cert}\n    key: {issued.key}")
+    print(f"\nPhones can download the CA from https://{issued.dns_names[0]}.local:<port>/robotcam-ca.crt"
+          if len(issued.dns_names) > 2 else "")
+    return 0
 
 
 def _resolve(path: Path | None) -> Path | None:
@@ -42,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
+
+    if args.command == "gen-cert":
+        return _gen_cert(args)
 
     if args.command == "check-config":
         try:

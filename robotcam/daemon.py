@@ -11,7 +11,11 @@ import time
 from typing import Any, Protocol
 
 from robotcam import __version__
+from robotcam.audio.component import AudioComponent
+from robotcam.audio.talk import TalkbackComponent
 from robotcam.config import Config
+from robotcam.control import ControlBridge
+from robotcam.events import EventHub
 from robotcam.ice import pin_host_addresses
 from robotcam.peers import PeerManager
 from robotcam.pipeline import SourceFactory, VideoPipeline
@@ -45,6 +49,14 @@ class Daemon:
         self.peers = PeerManager(self.pipeline, config.webrtc)
         self.components: list[Component] = []
         # Components register here, each with its peer extension when it has one.
+        self.control = ControlBridge(config.control)  # data channel <-> robot program
+        self.components.append(self.control)
+        self.peers.extensions.append(self.control.extension)
+        self.events = EventHub()  # GET /api/events: named server-sent events for pages
+        self.audio = AudioComponent(config)  # microphone/tone -> every viewer, Opus once
+        self.talkback = TalkbackComponent(config, self.events)  # one viewer -> speaker
+        self.components += [self.events, self.audio, self.talkback]
+        self.peers.extensions += [self.audio.extension, self.talkback.extension]
         self.started_at = time.monotonic()
         self._unpin = lambda: None
         self._started: list[Component] = []

@@ -26,11 +26,15 @@ from aiortc.exceptions import InternalError, InvalidStateError, OperationError
 
 from robotcam.config import WebRTCConfig
 from robotcam.hub import PeerVideoTrack
+from robotcam.ice import bound_gathering
 from robotcam.pipeline import VideoPipeline
+from robotcam.turn import ice_servers
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_CODECS = ("H264", "VP8")
+_CLOSE_TASK = "robotcam-peer-close"
+CLOSE_WAIT = 2.0  # seconds shutdown waits for closes already under way
 
 
 class OfferError(Exception):
@@ -161,14 +165,15 @@ class PeerManager:
         return len(self.sessions)
 
     def rtc_configuration(self) -> RTCConfiguration:
-        # An explicit empty list: aiortc adds Google's STUN server when given None.
+        # An explicit empty list: aiortc adds Google's STUN server when given None. TURN
+        # servers without a username get freshly minted credentials (webrtc.turn_secret).
         return RTCConfiguration(iceServers=[
             RTCIceServer(
-                urls=server.urls,
-                username=server.username,
-                credential=server.credential.get_secret_value() if server.credential else None,
+                urls=server["urls"],
+                username=server.get("username"),
+                credential=server.get("credential"),
             )
-            for server in self.webrtc.ice_servers
+            for server in ice_servers(self.webrtc)
         ])
 
     async def handle_offer(self, sdp: str) -> str:
@@ -255,6 +260,7 @@ class PeerManager:
             raise OfferError(400, f"invalid SDP offer: {exc}") from None
         if transceiver.mid is None:
             raise OfferError(400, "the offer's video section could not be matched")
+        bound_gathering(pc, self.webrtc.gather_timeout)  # a dead STUN server must not stall us
         await pc.setLocalDescription(await pc.createAnswer())
         codec = answer_codec(pc.localDescription.sdp)
         if codec not in SUPPORTED_CODECS:
@@ -272,7 +278,7 @@ class PeerManager:
             if pc.connectionState == "connected" and session.expiry is not None:
                 session.expiry.cancel()
             if pc.connectionState in ("failed", "closed"):
-                self._spawn(self._close(session, pc.connectionState))
+                self._spawn(self._close(session, pc.connectionState), _CLOSE_TASK)
 
         session.expiry = self._spawn(self._expire(session))
 
@@ -284,6 +290,10 @@ class PeerManager:
                 "viewer %d: not connected after %.0f s (state %s): closing",
                 session.id, self.webrtc.connect_timeout, session.pc.connectionState,
             )
+            # From here this task is the one closing: a _close that the state change below
+            # triggers must not cancel it halfway through pc.close() (that close would never
+            # finish, and every later pc.close() would wait on it forever).
+            session.expiry = None
             await self._close(session, "connect timeout")
 
     async def _close(self, session: PeerSession, why: str) -> None:
@@ -297,8 +307,8 @@ class PeerManager:
             session.released = True
             await self._extensions_closed(session)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Any, name: str = "robotcam-peer-watch") -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -315,6 +325,12 @@ class PeerManager:
             *(self._close(s, "shutting down") for s in list(self.sessions.values())),
             return_exceptions=True,
         )
+        # Closes already under way (a viewer that left just now) get to finish: cancelling one
+        # inside pc.close() cancels aiortc's shared close future and that close never ends.
+        # Only what is still waiting after the bound (connect timeouts asleep) is cancelled.
+        closing = [t for t in self._tasks if t.get_name().startswith(_CLOSE_TASK)]
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_WAIT)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -325,16 +341,7 @@ class PeerManager:
 
     def client_config(self) -> dict[str, Any]:
         """GET /api/config: what the web client needs (ICE servers, what extensions offer)."""
-        config: dict[str, Any] = {
-            "iceServers": [
-                {
-                    "urls": server.urls,
-                    **({"username": server.username} if server.username else {}),
-                    **({"credential": server.credential.get_secret_value()} if server.credential else {}),
-                }
-                for server in self.webrtc.ice_servers
-            ],
-        }
+        config: dict[str, Any] = {"iceServers": ice_servers(self.webrtc)}
         for extension in self.extensions:
             config.update(extension.client_config())
         return config

@@ -3,7 +3,7 @@
 What can change live does: log level, viewer limit, ICE servers and host addresses (for new
 viewers), encoder bitrate and keyframe interval (the next frame is an IDR). Video source, size
 and rate restart the source; viewers stay connected and resume at the next keyframe. Only the
-listening address needs a restart, and the log says so.
+listening address and the HTTPS certificate (server.tls) need a restart, and the log says so.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from robotcam.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
-RESTART_REQUIRED = {"server.host", "server.port"}
+RESTART_REQUIRED = {"server.host", "server.port", "server.tls"}
 
 
 def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:

@@ -14,8 +14,10 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from robotcam.audio.http import add_routes as add_audio_routes
 from robotcam.daemon import Daemon
 from robotcam.peers import OfferError
+from robotcam.signaling import add_routes as add_signaling_routes
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,11 @@ async def read_offer(request: web.Request, limit: int) -> str:
     Any content type is accepted: the seeds' clients post JSON as text/plain."""
     if request.content_length is not None and request.content_length > limit:
         raise OfferError(413, f"request body too large: the limit is {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise OfferError(413, f"request body too large: the limit is {limit} bytes")
+    body = b""
+    while chunk := await request.content.read(limit + 1 - len(body)):  # may return a part
+        body += chunk
+        if len(body) > limit:
+            raise OfferError(413, f"request body too large: the limit is {limit} bytes")
     if not body.strip():
         raise OfferError(400, 'empty body: send JSON {"sdp": "...", "type": "offer"}')
     try:
@@ -138,5 +142,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/connect", offer)  # RTCBot's client posts its offer here
     app.router.add_get("/health", health)
     app.router.add_get("/api/config", client_config)
+    add_signaling_routes(app, daemon)  # /whep, /whep/{key}, /ws
+    add_audio_routes(app, daemon)  # /api/talk, /api/events, /robotcam-ca.crt
     app.router.add_static("/static/", web_root(), show_index=False, append_version=False)
     return app

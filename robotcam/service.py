@@ -25,6 +25,7 @@ from robotcam.pipeline import SourceFactory
 from robotcam.reload import apply_reload
 from robotcam.server import build_app
 from robotcam.sources import SourceError, open_source
+from robotcam.tls import TLSError, server_context, warn_if_expiring
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,23 @@ class Service:
 
     async def _listen(self) -> bool:
         server = self.config.server
+        ssl_context = None
+        if server.tls.enabled:
+            try:
+                ssl_context, certificate = await asyncio.to_thread(
+                    server_context, server.tls.cert, server.tls.key
+                )
+            except TLSError as exc:
+                log.error("%s", exc)
+                return False
+            warn_if_expiring(certificate, server.tls.cert)
         runner = web.AppRunner(
             build_app(self.daemon), handle_signals=False, shutdown_timeout=1.0, access_log=None
         )
         await runner.setup()
-        site = web.TCPSite(runner, server.host, server.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, server.host, server.port, reuse_address=True, ssl_context=ssl_context
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -117,7 +130,8 @@ class Service:
             return False
         self._runner = runner
         host = "localhost" if server.host in ("0.0.0.0", "::") else server.host
-        log.info("robotcam is up: open http://%s:%d/ in a browser", host, server.port)
+        scheme = "https" if ssl_context is not None else "http"
+        log.info("robotcam is up: open %s://%s:%d/ in a browser", scheme, host, server.port)
         return True
 
     async def _shutdown(self) -> None:

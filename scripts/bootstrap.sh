@@ -33,6 +33,7 @@ if [ "$want_test" = 1 ]; then
     command -v systemd-analyze >/dev/null || missing+=("systemd")  # unit verification
     command -v ip >/dev/null || missing+=("iproute2")           # loopback-only namespace
     command -v unshare >/dev/null || missing+=("util-linux")
+    command -v npm >/dev/null || missing+=("nodejs" "npm")      # the WHEP player test
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "bootstrap: installing Debian packages: ${missing[*]}"
@@ -53,4 +54,14 @@ if [ ! -f "$stamp" ] || ! grep -qxF -- "$fingerprint" "$stamp"; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".$extras"
     echo "$fingerprint" >> "$stamp"
+fi
+
+# --- the third-party WHEP player the browser tests load (npm; only its lock file is kept) -----
+if [ "$want_test" = 1 ]; then
+    player=tests/whep-player
+    lock_sum="$(sha256sum "$player/package-lock.json" | cut -d' ' -f1)"
+    if [ "$(cat "$player/node_modules/.robotcam-lock" 2>/dev/null)" != "$lock_sum" ]; then
+        (cd "$player" && npm ci --no-audit --no-fund --loglevel=error)
+        echo "$lock_sum" > "$player/node_modules/.robotcam-lock"
+    fi
 fi

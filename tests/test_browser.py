@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from typing import Any, Iterator
 
 import playwright
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -107,9 +108,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
+def get_json(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, None
@@ -118,16 +119,23 @@ def get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
 class DaemonProcess:
     """`python -m robotcam run` on a fixed loopback port; can be stopped and started again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self, workdir: Path, extra_config: str = "", env: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.env = env or {}
+        # with TLS: trust nothing but what the test made (the CA is in the chain it serves)
+        self.ssl_context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
+        tls_line = f", tls: {{cert: {tls[0]}, key: {tls[1]}}}" if tls else ""
         self.config = workdir / "robotcam.yaml"
         self.config.write_text(
-            f"server: {{host: 127.0.0.1, port: {self.port}}}\n"
+            f"server: {{host: 127.0.0.1, port: {self.port}{tls_line}}}\n"
             "video: {source: testpattern, width: 320, height: 240, fps: 15}\n"
             "webrtc: {host_addresses: [127.0.0.1], ice_servers: []}\n"
-            "logging: {level: info}\n"
+            "logging: {level: info}\n" + extra_config
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
@@ -147,7 +155,7 @@ class DaemonProcess:
     def start(self) -> None:
         assert self.proc is None, "already running"
         self.runs += 1
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -162,7 +170,7 @@ class DaemonProcess:
                 self.proc = None
                 pytest.fail(f"the daemon exited with {code} while starting:\n{self.log_tail()}")
             try:
-                status, body = get_json(self.url + "/health")
+                status, body = get_json(self.url + "/health", context=self.ssl_context)
                 if status == 200:
                     return
                 last = f"HTTP {status}: {body}"
@@ -205,13 +213,19 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def playwright_driver() -> Iterator[Playwright]:
+    """One Playwright per module: its sync API allows only one at a time."""
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(**chromium_launch_options())
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_driver: Playwright) -> Iterator[Browser]:
+    chromium = playwright_driver.chromium.launch(**chromium_launch_options())
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 class PageSession:
@@ -494,3 +508,241 @@ def test_several_viewers_all_play(daemon: DaemonProcess, open_page: Any) -> None
     status, health = get_json(daemon.url + "/health")
     assert status == 200, health
     assert health["peers"]["count"] == len(pages), health
+
+
+# --- sound both ways (issue #4) ----------------------------------------------------------------
+
+JS_AUDIO_STATS = """async () => {
+    const pc = window.robotcam && window.robotcam.pc;
+    if (!pc) return null;
+    let inbound = null;
+    (await pc.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') inbound = s;
+    });
+    const v = document.querySelector('video');
+    const stream = v.srcObject;
+    return {
+        packetsReceived: inbound ? inbound.packetsReceived : 0,
+        totalAudioEnergy: inbound ? inbound.totalAudioEnergy || 0 : 0,
+        muted: v.muted,
+        videoTracks: stream ? stream.getVideoTracks().length : 0,
+        audioTracks: stream ? stream.getAudioTracks().length : 0,
+    };
+}"""
+
+
+def sound_state(page: Page) -> dict[str, Any]:
+    return page.evaluate("() => { const s = window.robotcamSound; return { unmuted: s.unmuted, level: s.level, "
+                         "talkState: s.talkState, lineBusy: s.lineBusy, you: s.you, session: s.session, "
+                         "lastError: s.lastError, sent: s.sent }; }")
+
+
+def wait_for_sound(page: Page, predicate: str, what: str, timeout_ms: int = 20_000) -> None:
+    try:
+        page.wait_for_function(f"() => {{ const s = window.robotcamSound; return s && ({predicate}); }}",
+                               timeout=timeout_ms, polling=100)
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"{what}: not within {timeout_ms / 1000:.0f} s ({exc}); sound: {sound_state(page)}; {describe(page)}")
+
+
+@pytest.fixture
+def tone_daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """The test pattern with a 440 Hz tone; no speaker (talkback.device names none)."""
+    process = DaemonProcess(
+        tmp_path, "audio: {source: tone, tone_frequency: 440.0}\ntalkback: {device: no-such-speaker}\n"
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_unmute_plays_the_robots_sound_with_the_picture(tone_daemon: DaemonProcess, open_page: Any) -> None:
+    page = open_page(tone_daemon.url + "/", viewport={"width": 1024, "height": 768})
+    wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "first load")
+
+    # sound arrives at once, muted (autoplay policy), in the same MediaStream as the picture
+    page.wait_for_function(f"async () => {{ const s = await ({JS_AUDIO_STATS})(); "
+                           "return s && s.packetsReceived > 50 && s.audioTracks === 1; }", timeout=20_000, polling=250)
+    stats = page.evaluate(JS_AUDIO_STATS)
+    assert stats["muted"] is True and stats["videoTracks"] == 1 and stats["audioTracks"] == 1, stats
+    unmute = page.locator("#unmute-button")
+    expect(unmute).to_be_visible()
+    expect(unmute).to_have_text("Unmute")
+    assert page.locator("#sound-meter").is_hidden()
+
+    unmute.click()  # one tap
+    expect(unmute).to_have_text("Mute")
+    assert page.evaluate("document.querySelector('video').muted") is False
+    expect(page.locator("#sound-meter")).to_be_visible()
+    # the level meter follows the tone (-12 dBFS): well above silence
+    wait_for_sound(page, "s.level > 0.4", "the level meter moving")
+    assert_frames_advance(page)  # the picture goes on, unmuted, no reconnect
+    energy = page.evaluate(JS_AUDIO_STATS)["totalAudioEnergy"]
+    page.wait_for_function(f"async () => (await ({JS_AUDIO_STATS})()).totalAudioEnergy > {energy}", timeout=10_000)
+
+    # this daemon has no speaker: the talk button says so and, tapped, why
+    talk = page.locator("#talk-button")
+    expect(talk).to_have_text("Talk unavailable")
+    talk.click(force=True)  # aria-disabled: looks off, yet a tap explains
+    expect(page.locator("#talk-status")).to_contain_text("talk-back is unavailable:")
+    screenshot(page, "browser-sound.png")
+
+    unmute.click()
+    expect(unmute).to_have_text("Unmute")
+    assert page.evaluate("document.querySelector('video').muted") is True
+
+
+def test_phone_layout_keeps_every_button_on_screen(tone_daemon: DaemonProcess, open_page: Any) -> None:
+    width, height = 390, 844
+    page = open_page(tone_daemon.url + "/", viewport={"width": width, "height": height},
+                     device_scale_factor=3, is_mobile=True, has_touch=True)
+    wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "phone viewport")
+    for selector in ("#unmute-button", "#talk-button", "#stats-button", "#fullscreen-button"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None, selector
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width and box["y"] + box["height"] <= height, (selector, box)
+        assert box["height"] >= 44, (selector, box)
+    page.locator("#unmute-button").tap()
+    wait_for_sound(page, "s.unmuted && s.level > 0.4", "sound after a tap on a phone")
+    screenshot(page, "browser-phone-sound.png")
+
+
+def test_insecure_page_explains_that_talking_needs_https(tone_daemon: DaemonProcess, open_page: Any) -> None:
+    """On plain HTTP (any address but localhost) browsers give no microphone: instead of the
+    talk button the page links to how to turn HTTPS on. Loopback is a secure context, so the
+    test makes the page believe it is not."""
+    page = open_page("about:blank")
+    page.context.add_init_script("Object.defineProperty(window, 'isSecureContext', { get: () => false })")
+    page.goto(tone_daemon.url + "/")
+    wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "insecure page")
+    link = page.locator("#talk-https")
+    expect(link).to_be_visible()
+    expect(link).to_have_text("Talking needs HTTPS")
+    assert page.locator("#talk-button").is_hidden()
+    assert sound_state(page)["talkState"] == "insecure"
+    expect(page.locator("#unmute-button")).to_be_visible()  # listening works on HTTP
+    href = link.get_attribute("href")
+    assert href == "/help/https"
+    help_page = page.context.new_page()
+    help_page.goto(tone_daemon.url + href)
+    assert "robotcam gen-cert" in help_page.content()
+    help_page.close()
+
+
+@pytest.fixture(scope="module")
+def talk_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What Chromium's fake microphone says: a steady 880 Hz tone, 48 kHz mono."""
+    import math
+    import struct
+    import wave
+
+    path = tmp_path_factory.mktemp("fake-mic") / "tone-880.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(48000)
+        wav.writeframes(b"".join(
+            struct.pack("<h", int(12000 * math.sin(2 * math.pi * 880 * n / 48000))) for n in range(48000 * 4)
+        ))
+    return path
+
+
+@pytest.fixture(scope="module")
+def secure_browser(playwright_driver: Playwright, talk_wav: Path) -> Iterator[Browser]:
+    """Chromium with a fake microphone (the WAV, looped), permission granted, and a
+    self-signed robot accepted (--ignore-certificate-errors): a phone that trusts the CA."""
+    options = chromium_launch_options()
+    options["args"] = [
+        *options["args"], "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={talk_wav}", "--ignore-certificate-errors",
+    ]
+    chromium = playwright_driver.chromium.launch(**options)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+def test_hold_to_talk_over_https_reaches_the_robots_speaker(tmp_path: Path, secure_browser: Browser) -> None:
+    from tests.audio_support import AlsaFifoDevices, dominant_frequency, rms
+
+    import numpy as np
+
+    if not AlsaFifoDevices.available():
+        pytest.skip("ALSA's configuration is not installed (libasound2-data)")
+    tls_dir = tmp_path / "tls"
+    made = subprocess.run(
+        [sys.executable, "-m", "robotcam", "gen-cert", "--out-dir", str(tls_dir), "--hostname", "robot", "--ip", "127.0.0.1"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    sessions: list[PageSession] = []
+    with AlsaFifoDevices(tmp_path) as speaker:
+        daemon = DaemonProcess(
+            tmp_path, "audio: {source: tone}\ntalkback: {device: robotcam_spk}\n", env=speaker.env(),
+            tls=(tls_dir / "cert.pem", tls_dir / "key.pem"),
+        )
+        daemon.start()
+        try:
+            pages = []
+            for _ in range(2):
+                session = PageSession(secure_browser, viewport={"width": 1024, "height": 768})
+                sessions.append(session)
+                session.page.goto(daemon.url + "/")
+                pages.append(session.page)
+            talker, other = pages
+            for page in pages:
+                wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "the HTTPS page")
+                assert page.evaluate("window.isSecureContext") is True
+                assert page.evaluate("location.protocol") == "https:"
+                wait_for_sound(page, "s.talkState === 'idle' && s.session", "the talk button ready")
+            button = talker.locator("#talk-button")
+            expect(button).to_have_text("Hold to talk")
+            screenshot(talker, "browser-https-talk-ready.png")
+
+            start = speaker.played_bytes()
+            button.hover()
+            talker.mouse.down()  # press and hold
+            wait_for_sound(talker, "s.talkState === 'talking'", "talking")
+            expect(button).to_have_text("Talking…")
+            # everyone else sees the line busy, live
+            wait_for_sound(other, "s.lineBusy && s.talkState === 'busy'", "the other viewer seeing the line busy")
+            expect(other.locator("#talk-button")).to_have_text("Line busy")
+            expect(other.locator("#talk-status")).to_have_text("Line busy: someone else is talking")
+            screenshot(other, "browser-line-busy.png")
+
+            # the robot's speaker (real PortAudio/ALSA) plays the browser's microphone
+            status, health = get_json(daemon.url + "/health", context=daemon.ssl_context)
+            rate, channels = health["talkback"]["sample_rate"], health["talkback"]["channels"]
+
+            def loud() -> Any:
+                data = np.frombuffer(speaker.played_since(start), dtype="<i2")
+                mono = data[: len(data) // channels * channels].reshape(-1, channels)[:, 0]
+                blocks = [b for b in np.array_split(mono, max(1, len(mono) // 441)) if rms(b) > 300]
+                return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int16)
+
+            deadline = time.monotonic() + 30
+            while len(loud()) < rate and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(loud()) >= rate, f"the speaker got {len(loud())} loud samples; {get_json(daemon.url + '/health', context=daemon.ssl_context)}"
+            assert abs(dominant_frequency(loud()[-rate // 2:], rate) - 880.0) < 10.0
+            status, health = get_json(daemon.url + "/health", context=daemon.ssl_context)
+            assert health["talkback"]["state"] == "talking" and health["talkback"]["frames_received"] > 0, health
+
+            talker.mouse.up()  # let go: the line is free again, for everyone
+            wait_for_sound(talker, "s.talkState === 'idle'", "the talker letting go")
+            wait_for_sound(other, "!s.lineBusy && s.talkState === 'idle'", "the line free for the other viewer")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                status, health = get_json(daemon.url + "/health", context=daemon.ssl_context)
+                if health["talkback"]["talker"] is None:
+                    break
+                time.sleep(0.2)
+            assert health["talkback"]["talker"] is None and health["talkback"]["talks"] == 1, health
+            assert_frames_advance(talker)  # the picture never stopped
+        finally:
+            for session in sessions:
+                session.close()
+            daemon.stop()

@@ -24,8 +24,8 @@
   };
 
   // What the page receives, one recvonly transceiver each. Tracks of every kind end up in the
-  // one MediaStream the <video> element plays, so adding 'audio' here (and an unmute button,
-  // since autoplay needs `muted`) is all sound will take once the daemon sends it.
+  // one MediaStream the <video> element plays; sound is added by web/sound.js (sendrecv, for
+  // talk-back), so picture and sound play from one element, in sync.
   const RECEIVE_KINDS = ['video'];
 
   const $ = (id) => document.getElementById(id);
@@ -115,6 +115,7 @@
     clearTimeout(a.disconnectedTimer);
     a.abort.abort();
     if (a.pc) {
+      if (window.robotcamSound) window.robotcamSound.detach(a.pc);
       a.pc.ontrack = null;
       a.pc.onconnectionstatechange = null;
       a.pc.oniceconnectionstatechange = null;
@@ -154,12 +155,20 @@
     }
 
     try {
-      // A LAN camera: host candidates are all it takes, so no STUN server (and no internet).
-      const pc = new RTCPeerConnection({ iceServers: [] });
+      // The daemon's STUN/TURN servers (none on a LAN), with TURN credentials minted for us.
+      const clientConfig = await loadClientConfig(a.abort.signal);
+      if (attempt !== a) return;
+      const pc = new RTCPeerConnection({ iceServers: clientConfig.iceServers });
       a.pc = pc;
       robotcam.pc = pc;
       a.stream = new MediaStream();
       for (const kind of RECEIVE_KINDS) pc.addTransceiver(kind, { direction: 'recvonly' });
+      // Robot control (web/control.js): its data channel must exist before the offer.
+      if (clientConfig.control && clientConfig.control.enabled && window.robotcamControl) {
+        window.robotcamControl.attach(pc, clientConfig.control);
+      }
+      // Sound both ways (web/sound.js): a sendrecv audio transceiver, before the offer.
+      if (window.robotcamSound) window.robotcamSound.attach(pc, clientConfig);
       pc.ontrack = (event) => {
         if (attempt === a) onTrack(a, event);
       };
@@ -176,11 +185,24 @@
       const answer = await postOffer(pc.localDescription, a.abort.signal);
       if (attempt !== a) return;
       await pc.setRemoteDescription(answer);
+      if (window.robotcamSound) window.robotcamSound.connected(pc, answer.session);
       a.answeredAt = a.lastProgressAt = performance.now();
       watchDtls(a);
     } catch (err) {
       if (attempt === a) fail(a, err);
     }
+  }
+
+  /** GET /api/config: ICE servers and features; without it, a LAN-only setup ({iceServers: []}). */
+  async function loadClientConfig(signal) {
+    try {
+      const response = await fetchWithTimeout('/api/config', { cache: 'no-store' }, SETTINGS.healthTimeoutMs, signal);
+      const body = response.ok ? await response.json() : null;
+      if (body && Array.isArray(body.iceServers)) return body;
+    } catch (err) {
+      if (signal.aborted) throw err;
+    }
+    return { iceServers: [] };
   }
 
   /** Resolves when ICE gathering completes, or after timeoutMs with what was gathered. */
@@ -235,7 +257,8 @@
     if (!body || body.type !== 'answer' || typeof body.sdp !== 'string') {
       throw new OfferError('robotcam sent an invalid answer', response.status);
     }
-    return { type: 'answer', sdp: body.sdp };
+    // `session` names this viewer in later requests (talk-back): the X-Robotcam-Session header.
+    return { type: 'answer', sdp: body.sdp, session: response.headers.get('X-Robotcam-Session') };
   }
 
   function retryAfterMs(response) {
@@ -411,7 +434,9 @@
   // Playback
 
   function startPlayback() {
-    video.muted = true; // autoplay without a gesture needs muted, set as a property too (iOS)
+    // autoplay without a gesture needs muted, set as a property too (iOS); after the viewer's
+    // tap on "Unmute" (web/sound.js) the page may play sound, and a reconnect keeps it
+    video.muted = !(window.robotcamSound && window.robotcamSound.unmuted);
     video.defaultMuted = true;
     video.playsInline = true;
     let promise;
