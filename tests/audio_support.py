@@ -17,8 +17,6 @@ import json
 import math
 import os
 import select
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +31,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
 from robotcam.sources.testpattern import decode_frame_number
-from tests.conftest import REPO, Robot, free_port
+from tests.conftest import Robot
+from tests.daemon_process import DaemonProcess
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 RATE = 48000
@@ -351,27 +350,12 @@ def poster(robot: Robot) -> Callable[[dict[str, Any]], Any]:
     return post
 
 
-class DaemonWithAlsa:
+class DaemonWithAlsa(DaemonProcess):
     """`python -m robotcam run` with ALSA_CONFIG_PATH pointing at the FIFO devices."""
 
     def __init__(self, workdir: Path, devices: AlsaFifoDevices, extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = workdir / "robotcam.yaml"
-        self.config.write_text(
-            f"server: {{host: 127.0.0.1, port: {self.port}}}\n"
-            "video: {source: testpattern, width: 320, height: 240, fps: 15}\n"
-            "webrtc: {host_addresses: [127.0.0.1], ice_servers: []}\n"
-            "logging: {level: info}\n" + extra
-        )
-        self.log = workdir / "daemon.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **devices.env())
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "robotcam", "run", "--config", str(self.config)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
+        super().__init__(workdir, extra_config=extra, env=devices.env())
+        self.launch()
 
     async def health(self, http: Any) -> dict[str, Any]:
         async with http.get(self.url + "/health") as response:
@@ -380,22 +364,12 @@ class DaemonWithAlsa:
     async def wait_healthy(self, http: Any, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"the daemon exited:\n{self.log.read_text()}"
+            assert self.proc is not None and self.proc.poll() is None, f"the daemon exited:\n{self.output()}"
             try:
                 return await self.health(http)
             except OSError:
                 await asyncio.sleep(0.2)
-        raise AssertionError(f"no /health within {timeout} s:\n{self.log.read_text()}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        raise AssertionError(f"no /health within {timeout} s:\n{self.output()}")
 
 
 def alsa_poster(url: str, http: Any) -> Callable[[dict[str, Any]], Any]:

@@ -9,7 +9,6 @@ ALSA devices that need no sound card (a daemon subprocess).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 import sys

@@ -12,16 +12,11 @@ the page recovers), never about how fast a loaded machine manages it.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,7 +24,9 @@ import playwright
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+from tests.daemon_process import DaemonProcess, get_json
+
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -38,8 +35,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
 ]
 
-DAEMON_START_TIMEOUT = 20.0  # s until GET /health answers 200
-DAEMON_STOP_TIMEOUT = 10.0  # s after SIGTERM before SIGKILL
 FIRST_PICTURE_TIMEOUT_MS = 20_000
 RECOVERY_TIMEOUT_MS = 30_000  # from the new daemon being healthy to the page playing again
 PROGRESS_TIMEOUT_MS = 20_000  # for frames to visibly advance once playing
@@ -100,103 +95,6 @@ def chromium_launch_options() -> dict[str, Any]:
 
 
 # --- the daemon --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get_json(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-
-
-class DaemonProcess:
-    """`python -m robotcam run` on a fixed loopback port; can be stopped and started again."""
-
-    def __init__(
-        self, workdir: Path, extra_config: str = "", env: dict[str, str] | None = None,
-        tls: tuple[Path, Path] | None = None,
-    ) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self.env = env or {}
-        # with TLS: trust nothing but what the test made (the CA is in the chain it serves)
-        self.ssl_context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
-        tls_line = f", tls: {{cert: {tls[0]}, key: {tls[1]}}}" if tls else ""
-        self.config = workdir / "robotcam.yaml"
-        self.config.write_text(
-            f"server: {{host: 127.0.0.1, port: {self.port}{tls_line}}}\n"
-            "video: {source: testpattern, width: 320, height: 240, fps: 15}\n"
-            "webrtc: {host_addresses: [127.0.0.1], ice_servers: []}\n"
-            "logging: {level: info}\n" + extra_config
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-        self.exit_codes: list[int] = []
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / f"daemon-{self.runs}.log"
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(text[-lines:])
-
-    def start(self) -> None:
-        assert self.proc is None, "already running"
-        self.runs += 1
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "robotcam", "run", "--config", str(self.config)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + DAEMON_START_TIMEOUT
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                self.proc = None
-                pytest.fail(f"the daemon exited with {code} while starting:\n{self.log_tail()}")
-            try:
-                status, body = get_json(self.url + "/health", context=self.ssl_context)
-                if status == 200:
-                    return
-                last = f"HTTP {status}: {body}"
-            except (OSError, ValueError) as exc:
-                last = repr(exc)
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail(
-            f"GET /health did not answer 200 within {DAEMON_START_TIMEOUT:.0f} s "
-            f"(last: {last}):\n{self.log_tail()}"
-        )
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL if it has not exited in time; returns the exit code."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(DAEMON_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(DAEMON_STOP_TIMEOUT)
-        self.exit_codes.append(proc.returncode)
-        return proc.returncode
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import REPO, free_port
+from tests.daemon_process import DaemonProcess
 
 HOOKS = REPO / "tests" / "hooks"
 
@@ -70,31 +71,9 @@ class NotifySocket:
         self.sock.close()
 
 
-class Daemon:
-    def __init__(self, tmp: Path, config: str, env: dict[str, str]) -> None:
-        self.config_path = tmp / "robotcam.yaml"
-        self.config_path.write_text(config)
-        self.log_path = tmp / "robotcam.log"
-        self.log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "robotcam", "run", "--config", str(self.config_path)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-        )
-
-    def output(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode
+def launch(tmp: Path, config: str, env: dict[str, str], port: int) -> DaemonProcess:
+    """The real daemon with exactly this environment (NOTIFY_SOCKET and friends), not waited for."""
+    return DaemonProcess(tmp, config_text=config, env=env, port=port, inherit_env=False).launch()
 
 
 def config_text(port: int, **video: object) -> str:
@@ -116,7 +95,7 @@ def get_health(port: int) -> tuple[int, dict]:
         return error.code, json.load(error)
 
 
-def wait_healthy(port: int, daemon: Daemon, timeout: float = 30) -> None:
+def wait_healthy(port: int, daemon: DaemonProcess, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert daemon.proc.poll() is None, daemon.output()
@@ -147,7 +126,7 @@ def service_env(notify: str, stall_flag: Path | None = None, watchdog_usec: int 
 def test_notify_watchdog_reload_and_stop(tmp_path: Path, notify_socket: NotifySocket) -> None:
     port = free_port()
     stall = tmp_path / "stall"
-    daemon = Daemon(tmp_path, config_text(port), service_env(str(notify_socket.path), stall))
+    daemon = launch(tmp_path, config_text(port), service_env(str(notify_socket.path), stall), port)
     try:
         ready_at = notify_socket.wait_for("READY=1")
         # READY only once HTTP answers and a frame exists
@@ -173,7 +152,7 @@ def test_notify_watchdog_reload_and_stop(tmp_path: Path, notify_socket: NotifySo
         notify_socket.wait_for("WATCHDOG=1", after=time.monotonic(), timeout=40)
 
         # SIGHUP with a changed config: RELOADING=1, READY=1, change applied
-        daemon.config_path.write_text(config_text(port).replace("max_peers: 5", "max_peers: 7"))
+        daemon.config.write_text(config_text(port).replace("max_peers: 5", "max_peers: 7"))
         hup_at = time.monotonic()
         daemon.proc.send_signal(signal.SIGHUP)
         notify_socket.wait_for("READY=1", after=hup_at)
@@ -182,7 +161,7 @@ def test_notify_watchdog_reload_and_stop(tmp_path: Path, notify_socket: NotifySo
         assert "reload: webrtc.max_peers: 5 -> 7" in daemon.output()
 
         # SIGHUP with a broken config: the old one stays, every problem is logged
-        daemon.config_path.write_text("video: {fps: 999}\nwebrtc: {max_peerz: 3}\n")
+        daemon.config.write_text("video: {fps: 999}\nwebrtc: {max_peerz: 3}\n")
         hup_at = time.monotonic()
         daemon.proc.send_signal(signal.SIGHUP)
         notify_socket.wait_for("READY=1", after=hup_at)
@@ -207,7 +186,7 @@ def test_sigterm_with_viewers_connected_exits_0_within_5_s(tmp_path: Path) -> No
     """A browser-like viewer is connected while the daemon is told to stop."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-    daemon = Daemon(tmp_path, config_text(port), env)
+    daemon = launch(tmp_path, config_text(port), env, port)
     wait_healthy(port, daemon)
     client = subprocess.Popen(
         [sys.executable, "-c", VIEWER_SCRIPT, str(port)], stdout=subprocess.PIPE, text=True,
@@ -233,7 +212,7 @@ def test_port_in_use_fails_with_a_message_naming_the_key(tmp_path: Path) -> None
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        daemon = Daemon(tmp_path, config_text(port), dict(os.environ))
+        daemon = launch(tmp_path, config_text(port), dict(os.environ), port)
         assert daemon.proc.wait(30) == 1
         assert f"server.port: cannot listen on 127.0.0.1:{port}" in daemon.output()
         daemon.stop()
@@ -274,7 +253,7 @@ asyncio.run(main(int(sys.argv[1])))
 def test_unusable_source_exits_1_with_one_message_naming_the_key(tmp_path: Path) -> None:
     port = free_port()
     config = config_text(port).replace('"source": "testpattern"', '"source": "v4l2", "device": "/dev/video77"')
-    daemon = Daemon(tmp_path, config, dict(os.environ))
+    daemon = launch(tmp_path, config, dict(os.environ), port)
     assert daemon.proc.wait(30) == 1
     output = daemon.output()
     assert "video.device: /dev/video77 does not exist" in output

@@ -29,6 +29,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from robotcam.cli import main
 from robotcam.tls import LEAF_DAYS, TLSError, generate
 from tests.conftest import REPO, free_port
+from tests.daemon_process import DaemonProcess
 
 
 def gen_cert(tmp_path: Path, *args: str) -> tuple[int, str, str]:
@@ -163,32 +164,15 @@ def test_key_readable_by_the_service_group_when_it_exists(tmp_path: Path, monkey
 # --- the daemon over HTTPS ---------------------------------------------------------------------
 
 
-class Daemon:
-    def __init__(self, workdir: Path, tls: str) -> None:
-        self.port = free_port()
-        self.config = workdir / "robotcam.yaml"
-        self.config.write_text(
-            f"server: {{host: 127.0.0.1, port: {self.port}, tls: {tls}}}\n"
-            "video: {source: testpattern, width: 320, height: 240, fps: 15}\n"
-            "audio: {source: none}\n"
-            "webrtc: {host_addresses: [127.0.0.1], ice_servers: []}\n"
-        )
-        self.log = workdir / "daemon.log"
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "robotcam", "run", "--config", str(self.config)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(5)
+def tls_daemon(workdir: Path, tls: str) -> DaemonProcess:
+    """The daemon launched with `tls` as its server.tls value (not waited for: it may refuse)."""
+    port = free_port()
+    return DaemonProcess(workdir, port=port, config_text=(
+        f"server: {{host: 127.0.0.1, port: {port}, tls: {tls}}}\n"
+        "video: {source: testpattern, width: 320, height: 240, fps: 15}\n"
+        "audio: {source: none}\n"
+        "webrtc: {host_addresses: [127.0.0.1], ice_servers: []}\n"
+    )).launch()
 
 
 def fetch(url: str, context: ssl.SSLContext, timeout: float = 20.0) -> tuple[int, bytes, str]:
@@ -207,7 +191,7 @@ def fetch(url: str, context: ssl.SSLContext, timeout: float = 20.0) -> tuple[int
 
 def test_the_daemon_serves_https_with_gen_cert_output(tmp_path: Path) -> None:
     assert gen_cert(tmp_path, "--hostname", "robbie", "--ip", "127.0.0.1")[0] == 0
-    daemon = Daemon(tmp_path, f"{{cert: {tmp_path / 'cert.pem'}, key: {tmp_path / 'key.pem'}}}")
+    daemon = tls_daemon(tmp_path, f"{{cert: {tmp_path / 'cert.pem'}, key: {tmp_path / 'key.pem'}}}")
     try:
         trusting_the_ca = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
         status, body, _ = fetch(f"https://localhost:{daemon.port}/health", trusting_the_ca)
@@ -256,7 +240,7 @@ def test_bad_tls_files_stop_the_daemon_with_a_message_naming_the_key(tmp_path: P
     for number, (tls, message) in enumerate(_bad_tls_cases(tmp_path)):
         workdir = tmp_path / f"case{number}"
         workdir.mkdir()
-        daemon = Daemon(workdir, tls)
+        daemon = tls_daemon(workdir, tls)
         try:
             code = daemon.proc.wait(30)
         finally:

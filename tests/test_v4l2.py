@@ -26,7 +26,6 @@ from robotcam.sources.v4l2 import (
     CAP_STREAMING,
     CAP_VIDEO_CAPTURE,
     CAP_VIDEO_CAPTURE_MPLANE,
-    CAP_VIDEO_M2M,
     CAP_VIDEO_M2M_MPLANE,
     CAP_VIDEO_OUTPUT,
     Capability,

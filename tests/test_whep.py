@@ -13,10 +13,9 @@ from typing import Any
 import aioice.ice
 from aiortc import RTCSessionDescription
 
-from tests.conftest import Robot, make_config
+from tests.conftest import Robot, make_config, wait_until
 from tests.signaling_support import (
     closed_udp_port,
-    ice_credentials,
     sdpfrag,
     split_candidates,
     verify_turn_rest,
@@ -25,14 +24,6 @@ from tests.viewer import Viewer
 
 SDP = {"Content-Type": "application/sdp"}
 SDPFRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 class WhepPlayer(Viewer):

@@ -23,16 +23,15 @@ from typing import Any, Iterator
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.conftest import free_port
+from tests.daemon_process import DaemonProcess, get_json
 from tests.signaling_support import RobotProgram, closed_udp_port, verify_turn_rest
 from tests.test_browser import (
     CHROMIUM,
     FIRST_PICTURE_TIMEOUT_MS,
-    DaemonProcess,
     PageSession,
     assert_frames_advance,
     chromium_launch_options,
-    free_port,
-    get_json,
     screenshot,
     wait_until_playing,
 )

@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType
 from aiortc import RTCSessionDescription
 
-from tests.conftest import Robot, make_config
+from tests.conftest import Robot, make_config, wait_until
 from tests.signaling_support import split_candidates
 from tests.viewer import Viewer
 
 RECEIVE_TIMEOUT = 15.0
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 async def receive_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
