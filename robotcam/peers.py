@@ -28,6 +28,7 @@ from robotcam.config import WebRTCConfig
 from robotcam.hub import PeerVideoTrack
 from robotcam.ice import bound_gathering
 from robotcam.pipeline import VideoPipeline
+from robotcam.tasks import TaskSet
 from robotcam.turn import ice_servers
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class PeerManager:
         self.sessions: dict[int, PeerSession] = {}
         self._pending = 0  # offers being negotiated, counted against max_peers
         self._last_id = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()  # connect timeouts and closes, ended on shutdown
         self.closed = False
 
     def __len__(self) -> int:
@@ -278,9 +279,9 @@ class PeerManager:
             if pc.connectionState == "connected" and session.expiry is not None:
                 session.expiry.cancel()
             if pc.connectionState in ("failed", "closed"):
-                self._spawn(self._close(session, pc.connectionState), _CLOSE_TASK)
+                self._tasks.spawn(self._close(session, pc.connectionState), _CLOSE_TASK)
 
-        session.expiry = self._spawn(self._expire(session))
+        session.expiry = self._tasks.spawn(self._expire(session), "robotcam-peer-expiry")
 
     async def _expire(self, session: PeerSession) -> None:
         """Forget a viewer that never connects (closed tab mid-handshake, blocked UDP)."""
@@ -307,12 +308,6 @@ class PeerManager:
             session.released = True
             await self._extensions_closed(session)
 
-    def _spawn(self, coro: Any, name: str = "robotcam-peer-watch") -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     @property
     def tasks(self) -> int:
         """Watcher tasks alive (tests check that none outlive their viewers)."""
@@ -328,13 +323,8 @@ class PeerManager:
         # Closes already under way (a viewer that left just now) get to finish: cancelling one
         # inside pc.close() cancels aiortc's shared close future and that close never ends.
         # Only what is still waiting after the bound (connect timeouts asleep) is cancelled.
-        closing = [t for t in self._tasks if t.get_name().startswith(_CLOSE_TASK)]
-        if closing:
-            await asyncio.wait(closing, timeout=CLOSE_WAIT)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        closing = [t for t in self._tasks if t.get_name() == _CLOSE_TASK]
+        await self._tasks.close(CLOSE_WAIT, finish=closing)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.sessions.values()]

@@ -23,7 +23,7 @@ from robotcam.sources.base import SourceError
 from robotcam.sources.picamera import BUSY, NEEDS_PICAMERA2, NO_CAMERA, PicameraSource, probe
 from robotcam.sources.testpattern import decode_frame_number
 from tests.conftest import make_config
-from tests.viewer import Viewer
+from tests.viewer import Viewer, advancing
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 THREAD_FAILS = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -153,11 +153,6 @@ def nal_units(data: bytes) -> list[bytes]:
         pos = data.find(b"\x00\x00\x01", pos + 3)
     return [data[s: (starts[i + 1] - 3 if i + 1 < len(starts) else len(data))].rstrip(b"\x00")
             for i, s in enumerate(starts)]
-
-
-def advancing(numbers: list[int | None]) -> bool:
-    decoded = [n for n in numbers if n is not None]
-    return len(decoded) >= 2 and all(b > a for a, b in zip(decoded, decoded[1:]))
 
 
 # --- 1. end to end ---------------------------------------------------------------------------

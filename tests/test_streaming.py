@@ -7,12 +7,7 @@ import threading
 import time
 
 from tests.conftest import make_config
-from tests.viewer import Viewer
-
-
-def advancing(numbers: list[int | None]) -> bool:
-    decoded = [n for n in numbers if n is not None]
-    return len(decoded) >= 2 and all(b > a for a, b in zip(decoded, decoded[1:]))
+from tests.viewer import Viewer, advancing
 
 
 async def test_h264_viewer_decodes_advancing_frames(robot) -> None:

@@ -14,6 +14,12 @@ from robotcam.sources.testpattern import decode_frame_number
 PostJson = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
 
 
+def advancing(numbers: list[int | None]) -> bool:
+    """The decoded frame numbers only ever go up (unreadable frames, None, are skipped)."""
+    decoded = [n for n in numbers if n is not None]
+    return len(decoded) >= 2 and all(b > a for a, b in zip(decoded, decoded[1:]))
+
+
 class Viewer:
     def __init__(self, codecs: tuple[str, ...] | None = None) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

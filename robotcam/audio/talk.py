@@ -25,6 +25,7 @@ from robotcam.audio.speaker import Speaker
 from robotcam.config import Config, TalkbackConfig
 from robotcam.events import EventHub
 from robotcam.peers import PeerSession
+from robotcam.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class TalkbackComponent:
         self._sd: Any = None
         self._device_spec: str | None = None
         self._speaker_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskSet()  # speaker linger, talk limit, re-probes, per-viewer readers
         self._expiry: asyncio.Task[None] | None = None
         self._linger: asyncio.Task[None] | None = None
 
@@ -97,11 +98,7 @@ class TalkbackComponent:
     async def stop(self) -> None:
         if self.talker is not None:
             self._release("shutting down")
-        tasks = [t for t in (*self._tasks, self._expiry, self._linger) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self.tasks.close()
         await self._close_speaker()
         self.state = "stopped"
 
@@ -112,7 +109,7 @@ class TalkbackComponent:
         if self.speaker is not None:
             self.speaker.volume = config.talkback.volume
         if (old.enabled, old.device) != (config.talkback.enabled, config.talkback.device):
-            self._spawn(self._reprobe())
+            self.tasks.spawn(self._reprobe())
 
     async def _reprobe(self) -> None:
         if self.talker is not None:
@@ -134,7 +131,7 @@ class TalkbackComponent:
             self.talker, self.talk_started = session, time.monotonic()
             self.talks += 1
             self.state = "talking"
-            self._expiry = asyncio.create_task(self._expire(session), name="robotcam-talk-limit")
+            self._expiry = self.tasks.spawn(self._expire(session), "robotcam-talk-limit")
             log.info("talk: viewer %d has the line", session.id)
             self._publish()
             try:
@@ -168,7 +165,7 @@ class TalkbackComponent:
         self._publish()
         if self._linger is not None:
             self._linger.cancel()
-        self._linger = self._spawn(self._close_speaker_later())
+        self._linger = self.tasks.spawn(self._close_speaker_later())
 
     async def _expire(self, session: PeerSession) -> None:
         await asyncio.sleep(self.talkback.max_talk_seconds)
@@ -219,12 +216,6 @@ class TalkbackComponent:
 
     # --- per-viewer readers -----------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def read(self, session: PeerSession, track: MediaStreamTrack) -> None:
         """Drain one viewer's incoming audio; only the talker's reaches the speaker."""
         try:
@@ -269,7 +260,7 @@ class TalkExtension:
         @session.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio" and session.id not in self.readers:
-                self.readers[session.id] = self.component._spawn(self.component.read(session, track))
+                self.readers[session.id] = self.component.tasks.spawn(self.component.read(session, track))
 
     def answered(self, session: PeerSession) -> None:
         """Nothing: the reader started with the track."""

@@ -35,6 +35,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from robotcam.daemon import Daemon
 from robotcam.peers import OfferError, PeerSession
 from robotcam.signaling.candidates import CandidateError, parse_candidate
+from robotcam.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class SignalingConnection:
         self.number = number  # for log lines
         self.session: PeerSession | None = None
         self._ending = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
 
     async def run(self) -> None:
         """Handle messages until the socket closes (either side) or fails."""
@@ -116,7 +117,7 @@ class SignalingConnection:
         @pc.on("connectionstatechange")
         def on_state() -> None:
             if pc.connectionState in ("failed", "closed") and not self._ending:
-                self._spawn(self._end(f"peer connection {pc.connectionState}", notify=True))
+                self._tasks.spawn(self._end(f"peer connection {pc.connectionState}", notify=True))
 
         await self._send({"type": "answer", "sdp": answer, "session": session.key})
 
@@ -168,17 +169,11 @@ class SignalingConnection:
         except (ConnectionError, RuntimeError) as exc:  # closing under us
             log.debug("websocket %d: send failed: %s", self.number, exc)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def going_away(self) -> None:
         """Server shutdown: close with 1001. The closing handshake runs as our task, so the
         handler (which waits for our tasks) keeps the connection until the client answers."""
         self._ending = True
-        task = self._spawn(self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"robotcam is shutting down"))
+        task = self._tasks.spawn(self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"robotcam is shutting down"))
         await asyncio.wait({task}, timeout=CLOSE_GRACE)
 
     async def close(self) -> None:
@@ -186,12 +181,7 @@ class SignalingConnection:
         self._ending = True
         if self.session is not None:
             await self.daemon.peers.close_session(self.session, "websocket closed")
-        tasks = list(self._tasks)
-        if tasks:  # a closing handshake in progress may finish, briefly
-            await asyncio.wait(tasks, timeout=CLOSE_GRACE)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close(CLOSE_GRACE)  # a closing handshake in progress may finish, briefly
 
 
 class WebSocketSignaling:
