@@ -1,4 +1,5 @@
-"""`robotcam run | check-config | config | gen-cert | --version`."""
+"""`robotcam run | check-config | config | gen-cert | hash-password | new-token |
+reset-password | --version`."""
 
 from __future__ import annotations
 
@@ -31,7 +32,99 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("config", help="print the effective config as YAML, secrets masked")
     show.add_argument("--config", type=Path, metavar="PATH")
     _add_gen_cert(commands)
+    commands.add_parser(
+        "hash-password",
+        help="read a password from standard input (no echo on a terminal), print its argon2id hash",
+        description="Print the password_hash for an auth.users entry. On a terminal it asks "
+        "twice without echo; otherwise it reads the first line of standard input.",
+    )
+    token = commands.add_parser(
+        "new-token", help="print a new random bearer token and the auth.tokens line to paste",
+    )
+    token.add_argument("--name", default="player", help="the token's name in logs (default: player)")
+    token.add_argument("--permissions", default="view", metavar="LIST",
+                       help="comma-separated: view, talk, control, admin (default: view)")
+    reset = commands.add_parser(
+        "reset-password",
+        help="give the first-run admin a new random password and print it",
+        description="For the admin robotcam made at first start (no auth.users configured). "
+        "Then: sudo systemctl reload robotcam. Users in the config change their "
+        "password_hash there instead.",
+    )
+    reset.add_argument("--config", type=Path, metavar="PATH")
+    reset.add_argument("--state-dir", type=Path, metavar="DIR",
+                       help="default: auth.state_directory, $STATE_DIRECTORY, /var/lib/robotcam")
     return parser
+
+
+def _hash_password() -> int:
+    import getpass
+
+    from argon2 import PasswordHasher
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("robotcam hash-password: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("robotcam hash-password: empty password", file=sys.stderr)
+        return 1
+    print(PasswordHasher().hash(password))
+    return 0
+
+
+def _new_token(args: argparse.Namespace) -> int:
+    import json
+
+    from robotcam.auth.credentials import hash_token, new_token
+    from robotcam.config import AuthConfig, TokenEntry
+
+    from robotcam.auth.identity import PERMISSIONS
+
+    permissions = [p.strip() for p in args.permissions.split(",") if p.strip()]
+    unknown = [p for p in permissions if p not in PERMISSIONS]
+    if unknown or not permissions:
+        print(f"robotcam new-token: --permissions {args.permissions!r}: use some of "
+              f"{', '.join(PERMISSIONS)}", file=sys.stderr)
+        return 1
+    token = new_token()
+    try:  # the same checks the config gets
+        entry = TokenEntry(name=args.name, sha256=hash_token(token), permissions=permissions)
+        AuthConfig(tokens=[entry])
+    except ValueError as exc:
+        print(f"robotcam new-token: {exc}", file=sys.stderr)
+        return 1
+    print(f"token: {token}")
+    print("Give the token to the player or program (Authorization: Bearer <token>); it is not kept.")
+    print("Add this under auth.tokens in /etc/robotcam.yaml, then: sudo systemctl reload robotcam\n")
+    print(f"    - {{name: {entry.name}, sha256: \"{entry.sha256}\", permissions: {json.dumps(entry.permissions)}}}")
+    return 0
+
+
+def _reset_password(args: argparse.Namespace) -> int:
+    from robotcam.auth.credentials import ADMIN_NAME, reset_admin_password, state_directory
+
+    try:
+        config = load_config(_resolve(args.config))
+    except ConfigError as exc:
+        print(f"robotcam: invalid configuration. {exc}", file=sys.stderr)
+        return 1
+    if config.auth.users:
+        print("robotcam reset-password: auth.users is set, so the first-run admin is not used; "
+              "change password_hash there (robotcam hash-password)", file=sys.stderr)
+        return 1
+    folder = args.state_dir or state_directory(config.auth)
+    try:
+        password = reset_admin_password(folder)
+    except OSError as exc:
+        print(f"robotcam reset-password: cannot write in {folder}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"user:     {ADMIN_NAME}\npassword: {password}")
+    print("Now: sudo systemctl reload robotcam (signed-in admin sessions end).")
+    return 0
 
 
 def _add_gen_cert(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -98,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "gen-cert":
         return _gen_cert(args)
+    if args.command == "hash-password":
+        return _hash_password()
+    if args.command == "new-token":
+        return _new_token(args)
+    if args.command == "reset-password":
+        return _reset_password(args)
 
     if args.command == "check-config":
         try:

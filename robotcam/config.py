@@ -207,6 +207,113 @@ class LoggingConfig(Section):
     level: LogLevel = "info"
 
 
+Permission = Literal["view", "talk", "control", "admin"]
+_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: 1-64 letters, digits, '.', '_', '-' or '@'"
+        )
+    return value
+
+
+class UserEntry(Section):
+    """A person who signs in on the page (or with HTTP requests to /api/login)."""
+
+    name: str
+    #: argon2id, from `robotcam hash-password`; never the password itself
+    password_hash: SecretStr
+    permissions: list[Permission] = ["view"]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_name(value)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2(cls, value: SecretStr) -> SecretStr:
+        from argon2 import extract_parameters
+        from argon2.exceptions import InvalidHashError
+
+        text = value.get_secret_value()
+        try:
+            if not text.startswith("$argon2id$"):
+                raise InvalidHashError(text)
+            extract_parameters(text)
+        except (InvalidHashError, ValueError):
+            raise ValueError(
+                "not an argon2id hash: make one with `robotcam hash-password` "
+                "(it starts with $argon2id$)"
+            ) from None
+        return value
+
+
+class TokenEntry(Section):
+    """A bearer token for a player or a program (OBS, a WHEP player, Prometheus)."""
+
+    name: str
+    #: SHA-256 of the token, 64 hex digits (`robotcam new-token` prints it); never the token
+    sha256: str
+    permissions: list[Permission] = ["view"]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_name(value)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError(
+                "must be the SHA-256 of the token, 64 hex digits (robotcam new-token prints it)"
+            )
+        return value.lower()
+
+
+class AuthConfig(Section):
+    """Who may watch, talk and drive (README, Security)."""
+
+    enabled: bool = True
+    users: list[UserEntry] = []
+    tokens: list[TokenEntry] = []
+    anonymous: list[Permission] = []
+    allowed_origins: list[str] = []
+    session_idle_timeout: float = Field(7 * 86400.0, ge=60, le=365 * 86400)
+    session_max_age: float = Field(30 * 86400.0, ge=60, le=365 * 86400)
+    max_failed_logins: int = Field(5, ge=1, le=1000)
+    lockout_seconds: float = Field(30.0, ge=1, le=86400)
+    offers_per_minute: int = Field(120, ge=0, le=100000)
+    state_directory: str = ""
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], e.g. https://dash.example.org"
+                )
+        return [origin.lower() for origin in value]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "AuthConfig":
+        for kind, entries in (("users", self.users), ("tokens", self.tokens)):
+            seen: set[str] = set()
+            for index, entry in enumerate(entries):
+                if entry.name in seen:
+                    raise ValueError(f"{kind}[{index}].name: duplicate name {entry.name!r}")
+                seen.add(entry.name)
+        hashes = [t.sha256 for t in self.tokens]
+        if len(set(hashes)) != len(hashes):
+            raise ValueError("tokens: two tokens have the same sha256")
+        return self
+
+
 class Config(Section):
     server: ServerConfig = ServerConfig()
     video: VideoConfig = VideoConfig()
@@ -215,6 +322,7 @@ class Config(Section):
     webrtc: WebRTCConfig = WebRTCConfig()
     control: ControlConfig = ControlConfig()
     logging: LoggingConfig = LoggingConfig()
+    auth: AuthConfig = AuthConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -386,7 +494,12 @@ def _problem(err: dict[str, Any]) -> str:
     if expected:
         return f"{key}: must be {expected} (got {_show(value)})"
     if kind == "value_error":
-        return f"{key}: {err['msg'].removeprefix('Value error, ')}"
+        message = err["msg"].removeprefix("Value error, ")
+        # a section's own check may name the key inside it: "users[1].name: duplicate ..."
+        inner = re.match(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", message, re.S)
+        if inner:
+            return f"{_dotted(loc + (inner.group(1),))}: {inner.group(2)}"
+        return f"{key}: {message}"
     if kind == "missing":
         return f"{key}: is required"
     return f"{key}: {err['msg']} (got {_show(value)})"

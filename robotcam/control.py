@@ -25,6 +25,10 @@ from typing import Any
 from aiortc import RTCDataChannel
 from aiortc import sdp as aiortc_sdp
 
+from robotcam.auth.audit import Throttle
+from robotcam.auth.audit import log as audit
+from robotcam.auth.audit import suffix as audit_suffix
+from robotcam.auth.identity import Identity
 from robotcam.config import Config, ControlConfig
 from robotcam.peers import PeerSession
 
@@ -74,6 +78,8 @@ class ControlExtension:
     def __init__(self, bridge: ControlBridge) -> None:
         self.bridge = bridge
         self.channels: dict[int, set[RTCDataChannel]] = {}
+        self.refusals = Throttle()  # audit lines for refused control messages, per viewer
+        self.activity = Throttle()  # audit lines for driving, per viewer
 
     def prepare(self, session: PeerSession, offer: aiortc_sdp.SessionDescription) -> None:
         @session.pc.on("datachannel")
@@ -87,10 +93,11 @@ class ControlExtension:
     async def closed(self, session: PeerSession) -> None:
         self.channels.pop(session.id, None)
 
-    def client_config(self) -> dict[str, Any]:
+    def client_config(self, identity: Identity) -> dict[str, Any]:
         config = self.bridge.config
         return {"control": {
-            "enabled": config.enabled,
+            "enabled": config.enabled and identity.allows("control"),
+            "permitted": identity.allows("control"),
             "label": CHANNEL_LABEL,
             "max_message_bytes": config.max_message_bytes,
             "max_messages_per_second": config.max_messages_per_second,
@@ -122,6 +129,13 @@ class ControlExtension:
         config = self.bridge.config
         if not config.enabled:
             return error("robot control is off on this robot (control.enabled: false)")
+        identity = session.identity
+        if not identity.allows("control"):
+            held = self.refusals.allow(f"{session.id}")
+            if held is not None:
+                audit.warning("control refused: viewer %d (%s) lacks 'control'%s",
+                              session.id, identity.label, audit_suffix(held))
+            return error(f"{identity.label} may not drive this robot: it needs the 'control' permission")
         size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
         if size > config.max_message_bytes:
             return error(
@@ -144,7 +158,20 @@ class ControlExtension:
         if not isinstance(message, dict):
             return error('a message must be a JSON object, e.g. {"type": "drive", "linear": 0.5, "angular": 0}')
         message["viewer"] = session.id  # the program knows who sent it; viewers cannot fake it
-        return self.bridge.forward(message)
+        if identity.kind in ("user", "token"):
+            message["user"] = identity.name
+        reply = self.bridge.forward(message)
+        if reply is None:
+            self._audit_driving(session)
+        return reply
+
+    def _audit_driving(self, session: PeerSession) -> None:
+        """One audit line when a viewer starts driving, then at most one a minute, counting the
+        messages in between."""
+        held = self.activity.allow(f"{session.id}")
+        if held is not None:
+            audit.info("control: viewer %d (%s) is driving%s", session.id,
+                       session.identity.label, audit_suffix(held))
 
     def broadcast(self, line: str) -> int:
         """Send one line from the program to every viewer's open channel; how many got it."""

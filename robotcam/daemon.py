@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from robotcam import __version__
 from robotcam.audio.component import AudioComponent
 from robotcam.audio.talk import TalkbackComponent
+from robotcam.auth import AccessControl
 from robotcam.config import Config
 from robotcam.control import ControlBridge
 from robotcam.events import EventHub
@@ -48,6 +49,8 @@ class Daemon:
         self.pipeline = VideoPipeline(config.video, source_factory)
         self.peers = PeerManager(self.pipeline, config.webrtc)
         self.components: list[Component] = []
+        self.access = AccessControl(config)  # who may watch, talk and drive
+        self.components.append(self.access)
         # Components register here, each with its peer extension when it has one.
         self.control = ControlBridge(config.control)  # data channel <-> robot program
         self.components.append(self.control)
@@ -101,6 +104,11 @@ class Daemon:
         self.peers.webrtc = config.webrtc
         for component in self.components:
             component.apply_config(config)
+        self.revoke_stale_viewers()
+
+    def revoke_stale_viewers(self) -> int:
+        """Close the viewers whose user or token a reload removed or changed."""
+        return self.peers.revoke(self.access.current, "its user or token was removed or changed")
 
     async def __aenter__(self) -> Daemon:
         await self.start()

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -24,6 +24,7 @@ from aiortc import (
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InternalError, InvalidStateError, OperationError
 
+from robotcam.auth.identity import OPEN, Identity
 from robotcam.config import WebRTCConfig
 from robotcam.hub import PeerVideoTrack
 from robotcam.ice import bound_gathering
@@ -53,6 +54,8 @@ class PeerSession:
     id: int  # for log lines and /health
     pc: RTCPeerConnection
     track: PeerVideoTrack
+    #: who opened it (the HTTP side decided): the talk line and the control channel check it
+    identity: Identity = OPEN
     #: unguessable: names the session in URLs (WHEP resources, talk requests)
     key: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     created: float = field(default_factory=time.monotonic)
@@ -67,6 +70,7 @@ class PeerSession:
             "id": self.id,
             "state": self.pc.connectionState,
             "codec": self.codec,
+            "user": self.identity.label,
             "age": round(time.monotonic() - self.created, 1),
             "packets_sent": self.track.packets_sent,
             "packets_dropped": self.track.packets_dropped,
@@ -87,8 +91,9 @@ class PeerExtension(Protocol):
     async def closed(self, session: PeerSession) -> None:
         """The session ended: release what it held (never raises)."""
 
-    def client_config(self) -> dict[str, Any]:
-        """What the web client needs to know (GET /api/config), merged at the top level."""
+    def client_config(self, identity: Identity) -> dict[str, Any]:
+        """What the web client needs to know (GET /api/config), merged at the top level; what
+        `identity` may not use is shown as unavailable."""
 
 
 def video_codec_preferences() -> list[Any]:
@@ -177,13 +182,14 @@ class PeerManager:
             for server in ice_servers(self.webrtc)
         ])
 
-    async def handle_offer(self, sdp: str) -> str:
+    async def handle_offer(self, sdp: str, identity: Identity = OPEN) -> str:
         """Answer a viewer's offer (the answer SDP); see open_session for the session too."""
-        _, answer = await self.open_session(sdp)
+        _, answer = await self.open_session(sdp, identity)
         return answer
 
-    async def open_session(self, sdp: str) -> tuple[PeerSession, str]:
-        """Answer a viewer's offer; the session lives on until it fails, closes or times out."""
+    async def open_session(self, sdp: str, identity: Identity = OPEN) -> tuple[PeerSession, str]:
+        """Answer a viewer's offer; the session lives on until it fails, closes or times out.
+        `identity` is who asked (OPEN: access control is off)."""
         if self.closed:
             raise OfferError(503, "robotcam is shutting down")
         if len(self.sessions) + self._pending >= self.webrtc.max_peers:
@@ -196,7 +202,7 @@ class PeerManager:
         self._last_id += 1
         pc = RTCPeerConnection(self.rtc_configuration())
         track = PeerVideoTrack(self.pipeline.queue_size(), self._last_id)
-        session = PeerSession(self._last_id, pc, track)
+        session = PeerSession(self._last_id, pc, track, identity)
         try:
             for extension in self.extensions:
                 extension.prepare(session, description)
@@ -216,7 +222,8 @@ class PeerManager:
             raise OfferError(503, "robotcam is shutting down")
         self.sessions[session.id] = session
         self._watch(session)
-        log.info("viewer %d: answered (%s), %d viewer(s)", session.id, session.codec, len(self.sessions))
+        log.info("viewer %d: answered (%s) for %s, %d viewer(s)", session.id, session.codec,
+                 identity.label, len(self.sessions))
         return session, answer
 
     def by_key(self, key: str) -> PeerSession | None:
@@ -229,6 +236,15 @@ class PeerManager:
     async def close_session(self, session: PeerSession, why: str) -> None:
         """End a session on the viewer's request (WHEP DELETE, WebSocket bye)."""
         await self._close(session, why)
+
+    def revoke(self, keep: Callable[[Identity], bool], why: str) -> int:
+        """Close (in the background) every viewer whose identity `keep` rejects: a reload removed
+        or changed its user or token, or its sign-in ended. How many are closing."""
+        gone = [s for s in self.sessions.values() if not keep(s.identity)]
+        for session in gone:
+            log.info("viewer %d: closing: %s (%s)", session.id, why, session.identity.label)
+            self._tasks.spawn(self._close(session, why), _CLOSE_TASK)
+        return len(gone)
 
     async def _extensions_closed(self, session: PeerSession) -> None:
         for extension in self.extensions:
@@ -329,9 +345,10 @@ class PeerManager:
     def snapshot(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.sessions.values()]
 
-    def client_config(self) -> dict[str, Any]:
-        """GET /api/config: what the web client needs (ICE servers, what extensions offer)."""
+    def client_config(self, identity: Identity = OPEN) -> dict[str, Any]:
+        """GET /api/config: what the web client needs (ICE servers, what extensions offer to
+        this identity)."""
         config: dict[str, Any] = {"iceServers": ice_servers(self.webrtc)}
         for extension in self.extensions:
-            config.update(extension.client_config())
+            config.update(extension.client_config(identity))
         return config

@@ -29,13 +29,18 @@ def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
                 out[f"{section}.{key}"] = (a[section][key], b[section][key])
     if old.webrtc.ice_servers != new.webrtc.ice_servers and "webrtc.ice_servers" not in out:
         out["webrtc.ice_servers"] = ("(credentials)", "(credentials changed)")
+    if old.auth.users != new.auth.users and "auth.users" not in out:
+        out["auth.users"] = ("(passwords)", "(a password changed)")
     return out
 
 
 async def apply_reload(daemon: Daemon, old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    await daemon.access.prepare(new.auth)  # the first-run admin's file (reset-password)
     changes = changed_keys(old, new)
     if not changes:
         log.info("reload: configuration unchanged")
+        daemon.access.apply_config(new)
+        daemon.revoke_stale_viewers()
         return changes
     for key, (before, after) in changes.items():
         note = " (takes effect after a restart)" if key in RESTART_REQUIRED else ""

@@ -15,9 +15,12 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from robotcam.audio.http import add_routes as add_audio_routes
+from robotcam.auth.http import IDENTITY, access_middleware
+from robotcam.auth.http import add_routes as add_auth_routes
 from robotcam.daemon import Daemon
 from robotcam.peers import OfferError
 from robotcam.signaling import add_routes as add_signaling_routes
+from robotcam.signaling.whep import problem as whep_problem
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ async def offer(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     try:
         sdp = await read_offer(request, daemon.config.server.max_body_bytes)
-        session, answer = await daemon.peers.open_session(sdp)
+        session, answer = await daemon.peers.open_session(sdp, request[IDENTITY])
     except OfferError as exc:
         log.info("offer from %s refused (%d): %s", request.remote, exc.status, exc.message)
         return json_error(exc.status, exc.message, **exc.extra)
@@ -110,13 +113,18 @@ async def offer(request: web.Request) -> web.Response:
 
 async def client_config(request: web.Request) -> web.Response:
     """What the web client needs before its offer: ICE servers and the features on offer."""
-    return web.json_response(request.app[DAEMON].peers.client_config())
+    return web.json_response(request.app[DAEMON].peers.client_config(request[IDENTITY]))
 
 
 async def health(request: web.Request) -> web.Response:
+    """The full report needs `view`; without it only {"status"} with the same HTTP code, so
+    probes and uptime monitors work without a credential."""
     daemon = request.app[DAEMON]
     report = daemon.health()
-    return web.json_response(report, status=200 if report["status"] != "failing" else 503)
+    status = 200 if report["status"] != "failing" else 503
+    if not request[IDENTITY].allows("view"):
+        report = {"status": report["status"]}
+    return web.json_response(report, status=status)
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -134,9 +142,14 @@ async def no_cache_api(request: web.Request, handler: Handler) -> web.StreamResp
 def build_app(daemon: Daemon) -> web.Application:
     app = web.Application(
         client_max_size=daemon.config.server.max_body_bytes,
-        middlewares=[json_errors, no_cache_api],
+        middlewares=[json_errors, no_cache_api, access_middleware(whep_problem)],
     )
     app[DAEMON] = daemon
+
+    async def close_viewers_of(login: str) -> int:
+        return daemon.peers.revoke(lambda identity: identity.login != login, "signed out")
+
+    add_auth_routes(app, daemon.access, close_viewers_of)  # /api/login, /api/logout, /api/session
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)
     app.router.add_post("/connect", offer)  # RTCBot's client posts its offer here

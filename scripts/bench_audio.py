@@ -62,6 +62,7 @@ def server_entry(args: argparse.Namespace) -> int:
         "audio": {"source": "none" if args.mode == "video-only" else "tone"},
         "talkback": {"enabled": False},
         "webrtc": {"host_addresses": ["127.0.0.1"], "ice_servers": [], "max_peers": 1000},
+        "auth": {"anonymous": ["view"], "offers_per_minute": 0},  # viewers need no sign-in
     })
     service = Service(config)
     service.daemon.audio.shared_encoder = args.mode != "per-viewer"

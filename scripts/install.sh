@@ -151,6 +151,10 @@ install_venv() {
     # an unchanged version number still deploys the new code; it also
     # byte-compiles, which matters because /opt is read-only to the service.
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SRC"
+    # `sudo robotcam gen-cert`, `sudo robotcam reset-password` from any shell
+    if ((!STAGING)); then
+        ln -sfn "$VENV/bin/robotcam" /usr/local/bin/robotcam
+    fi
 }
 
 # install_file SRC DEST MODE [OWNER GROUP]: copy only when the content or mode
@@ -259,6 +263,31 @@ config_port() {
     echo "${port:-$DEFAULT_PORT}"
 }
 
+# --- first sign-in ---------------------------------------------------------------
+# At its first start (no users in the config) the daemon makes user admin and
+# logs the password once: show it here, where the person installing looks.
+print_first_sign_in() {
+    [[ -d /run/systemd/system ]] && command -v journalctl >/dev/null || return 0
+    local log="" i
+    for ((i = 0; i < 40; i++)); do
+        log="$(journalctl -u "$UNIT_NAME" -o cat --no-pager --since "$STARTED_AT" 2>/dev/null || true)"
+        grep -qE 'initial admin password: |auth: on|auth.enabled is false' <<<"$log" && break
+        sleep 0.5
+    done
+    local password
+    password="$(grep -m1 -o 'initial admin password: .*' <<<"$log" | sed 's/^initial admin password: //')"
+    echo
+    if [[ -n "$password" ]]; then
+        echo "Sign in as user admin with password: $password"
+        echo "  (shown once; 'sudo robotcam reset-password' makes a new one; add users: README, Security)"
+    elif grep -q 'auth.enabled is false' <<<"$log"; then
+        echo "Access control is OFF (auth.enabled: false): anyone on the network can watch and drive."
+    else
+        echo "Sign in with the accounts in $CONFIG, or as admin with the password shown at the first"
+        echo "install ('sudo robotcam reset-password' makes a new one)."
+    fi
+}
+
 print_urls() {
     local port host addr
     port="$(config_port)"
@@ -302,7 +331,11 @@ if ((STAGING)); then
 elif ((NO_START)); then
     info "--no-start: not touching systemd (run: systemctl daemon-reload && systemctl enable --now $UNIT_NAME)"
 else
+    STARTED_AT="$(date '+%Y-%m-%d %H:%M:%S')"
     start_service
 fi
 
 print_urls
+if ((!STAGING && !NO_START)); then
+    print_first_sign_in
+fi

@@ -5,4 +5,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/bootstrap.sh"
+# the first-run admin's password hash and the sign-in sessions (README, Security)
+export STATE_DIRECTORY="${STATE_DIRECTORY:-$here/.state}"
 exec "$here/.venv/bin/robotcam" run "$@"

@@ -92,6 +92,9 @@ fi
 
 info "removing $ROOT/opt/robotcam"
 rm -rf -- "$ROOT/opt/robotcam"
+if [[ "$(readlink "$ROOT/usr/local/bin/robotcam" 2>/dev/null)" == /opt/robotcam/* ]]; then
+    rm -f -- "$ROOT/usr/local/bin/robotcam"
+fi
 
 if ((PURGE)); then
     info "purging $ROOT/etc/robotcam.yaml and $ROOT/var/lib/robotcam"

@@ -31,6 +31,8 @@ def make_config(**sections: dict[str, Any]) -> Config:
         "video": {"source": "testpattern", "width": 320, "height": 240, "fps": 30},
         "webrtc": {"host_addresses": ["127.0.0.1"], "ice_servers": []},
         "logging": {"level": "debug"},
+        # the tests of other features run without access control; tests/test_auth*.py turn it on
+        "auth": {"enabled": False},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

@@ -56,7 +56,8 @@ class DaemonProcess:
             f"server: {{host: 127.0.0.1, port: {self.port}{tls_line}}}\n"
             "video: {source: testpattern, width: 320, height: 240, fps: 15}\n"
             "webrtc: {host_addresses: [127.0.0.1], ice_servers: []}\n"
-            "logging: {level: info}\n" + extra_config
+            "logging: {level: info}\n"
+            + ("" if "auth:" in extra_config else "auth: {enabled: false}\n") + extra_config
         ))
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
@@ -81,6 +82,7 @@ class DaemonProcess:
         self.runs += 1
         env = dict(os.environ, **self.env) if self.inherit_env else dict(self.env)
         env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("STATE_DIRECTORY", str(self.workdir / "state"))  # first-run admin, sessions
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(

@@ -84,6 +84,7 @@ def config_text(port: int, **video: object) -> str:
         f"video: {json.dumps(video_keys)}\n"
         "webrtc: {host_addresses: [127.0.0.1], max_peers: 5}\n"
         "logging: {level: info}\n"
+        "auth: {enabled: false}\n"
     )
 
 

@@ -232,7 +232,7 @@ async def test_no_speaker_disables_talkback_and_says_why(robot_factory, monkeypa
         _, health = await robot.health()
         assert health["talkback"]["state"] == "unavailable" and health["talkback"]["reason"] == reason
         config = await (await robot.http.get("/api/config")).json()
-        assert config["talkback"] == {"enabled": True, "available": False, "reason": reason, "max_seconds": 120.0}
+        assert config["talkback"] == {"enabled": True, "permitted": True, "available": False, "reason": reason, "max_seconds": 120.0}
         reader = await events(robot, viewer.session)
         data = await reader.wait_for("talk", lambda d: True)
         assert data == {"busy": False, "you": False, "available": False, "reason": reason}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import ssl
 import stat
@@ -164,7 +165,7 @@ def test_key_readable_by_the_service_group_when_it_exists(tmp_path: Path, monkey
 # --- the daemon over HTTPS ---------------------------------------------------------------------
 
 
-def tls_daemon(workdir: Path, tls: str) -> DaemonProcess:
+def tls_daemon(workdir: Path, tls: str, auth: str = "{enabled: false}") -> DaemonProcess:
     """The daemon launched with `tls` as its server.tls value (not waited for: it may refuse)."""
     port = free_port()
     return DaemonProcess(workdir, port=port, config_text=(
@@ -172,6 +173,7 @@ def tls_daemon(workdir: Path, tls: str) -> DaemonProcess:
         "video: {source: testpattern, width: 320, height: 240, fps: 15}\n"
         "audio: {source: none}\n"
         "webrtc: {host_addresses: [127.0.0.1], ice_servers: []}\n"
+        f"auth: {auth}\n"
     )).launch()
 
 
@@ -191,11 +193,21 @@ def fetch(url: str, context: ssl.SSLContext, timeout: float = 20.0) -> tuple[int
 
 def test_the_daemon_serves_https_with_gen_cert_output(tmp_path: Path) -> None:
     assert gen_cert(tmp_path, "--hostname", "robbie", "--ip", "127.0.0.1")[0] == 0
-    daemon = tls_daemon(tmp_path, f"{{cert: {tmp_path / 'cert.pem'}, key: {tmp_path / 'key.pem'}}}")
+    daemon = tls_daemon(tmp_path, f"{{cert: {tmp_path / 'cert.pem'}, key: {tmp_path / 'key.pem'}}}",
+                        auth=f"{{state_directory: {tmp_path / 'state'}}}")
     try:
         trusting_the_ca = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
         status, body, _ = fetch(f"https://localhost:{daemon.port}/health", trusting_the_ca)
         assert status == 200, body
+        # over HTTPS the session cookie is Secure (the first-run admin signs in)
+        password = daemon.output().split("initial admin password: ")[1].split()[0]
+        login = urllib.request.Request(
+            f"https://localhost:{daemon.port}/api/login", method="POST",
+            data=json.dumps({"username": "admin", "password": password}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(login, context=trusting_the_ca, timeout=10) as response:
+            cookie = response.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie, cookie
         status, body, _ = fetch(f"https://127.0.0.1:{daemon.port}/", trusting_the_ca)
         assert status == 200 and b"<title>robotcam</title>" in body
         # the CA, for phones to install, in the form they take

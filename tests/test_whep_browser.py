@@ -13,6 +13,9 @@ Same Chromium flags as tests/test_browser.py; all traffic on 127.0.0.1.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import urllib.request
 import http.server
 import re
 import threading
@@ -39,6 +42,7 @@ from tests.test_browser import (
 PLAYER_DIR = Path(__file__).resolve().parent / "whep-player"
 PLAYER_MODULE = PLAYER_DIR / "node_modules" / "whip-whep" / "whep.js"
 TURN_SECRET, TURN_TTL = "browser-test-secret", 600
+PLAYER_TOKEN = "whep-player-token-0123456789"
 
 pytestmark = [
     pytest.mark.browser,
@@ -82,7 +86,7 @@ class SignalingDaemon(DaemonProcess):
     """robotcam with STUN/TURN servers that never answer (closed loopback ports), TURN REST
     credentials, and control bridged to the test's robot program."""
 
-    def __init__(self, workdir: Path, control_socket: Path) -> None:
+    def __init__(self, workdir: Path, control_socket: Path, anonymous: str) -> None:
         super().__init__(workdir)
         self.stun = f"stun:127.0.0.1:{closed_udp_port()}"
         self.turn = f"turn:127.0.0.1:{closed_udp_port()}?transport=udp"
@@ -97,17 +101,38 @@ class SignalingDaemon(DaemonProcess):
             "  gather_timeout: 0.5\n"
             f"control: {{enabled: true, socket: '{control_socket}'}}\n"
             "logging: {level: info}\n"
+            # the page watches and drives without signing in (a kiosk); players use the token
+            "auth:\n"
+            f"  anonymous: {anonymous}\n"
+            f"  tokens: [{{name: player, sha256: '{hashlib.sha256(PLAYER_TOKEN.encode()).hexdigest()}', permissions: [view]}}]\n"
         )
 
 
 @pytest.fixture
 def daemon(tmp_path: Path, program: RobotProgram) -> Iterator[SignalingDaemon]:
-    process = SignalingDaemon(tmp_path, program.path)
+    process = SignalingDaemon(tmp_path, program.path, anonymous="[view, control]")
     process.start()
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def whep_daemon(tmp_path: Path, program: RobotProgram) -> Iterator[SignalingDaemon]:
+    """Nothing without a credential: a WHEP player must bring the token."""
+    process = SignalingDaemon(tmp_path, program.path, anonymous="[]")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def token_health(daemon: SignalingDaemon) -> dict[str, Any]:
+    request = urllib.request.Request(daemon.url + "/health", headers={"Authorization": f"Bearer {PLAYER_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +190,16 @@ JS_PLAYER_FRAMES = """async () => {
 }"""
 
 
-def test_third_party_whep_player_plays_cross_origin(
-    daemon: SignalingDaemon, player_site: str, open_page: Any
+def test_third_party_whep_player_plays_cross_origin_with_a_token(
+    whep_daemon: SignalingDaemon, player_site: str, open_page: Any
 ) -> None:
-    page = open_page(f"{player_site}/player.html?whep={daemon.url}/whep")
+    daemon = whep_daemon
+    refused = open_page(f"{player_site}/player.html?whep={daemon.url}/whep")
+    refused.wait_for_function("() => window.player && window.player.state !== 'starting'", timeout=FIRST_PICTURE_TIMEOUT_MS)
+    assert refused.evaluate("window.player.state") == "error", "no token: refused"
+    assert token_health(daemon)["peers"]["count"] == 0
+
+    page = open_page(f"{player_site}/player.html?whep={daemon.url}/whep&token={PLAYER_TOKEN}")
     page.wait_for_function("() => window.player && window.player.state !== 'starting'", timeout=FIRST_PICTURE_TIMEOUT_MS)
     assert page.evaluate("window.player.state") == "viewing", page.evaluate("window.player.error")
     page.wait_for_function(
@@ -181,12 +212,13 @@ def test_third_party_whep_player_plays_cross_origin(
     # The player took the STUN/TURN servers from the Link headers (whip-whep applies them).
     check_ice_servers(page.evaluate("window.player.pc.getConfiguration().iceServers"), daemon)
     # It trickled: its offer had no candidate, so only its PATCH can have connected it.
-    status, health = get_json(daemon.url + "/health")
+    health = token_health(daemon)
     assert [s["signaling"] for s in health["peers"]["sessions"]] == ["whep"], health
     assert health["peers"]["sessions"][0]["state"] == "connected", health
+    assert health["peers"]["sessions"][0]["user"] == "token player", health
 
-    page.evaluate("window.stopPlayer()")  # pc.close(), then DELETE on the session URL
-    wait_for(lambda: get_json(daemon.url + "/health")[1]["peers"]["count"] == 0, 10, "the DELETE ends the session")
+    page.evaluate("window.stopPlayer()")  # pc.close(), then DELETE (with the token) on the session URL
+    wait_for(lambda: token_health(daemon)["peers"]["count"] == 0, 10, "the DELETE ends the session")
 
 
 def test_page_uses_configured_ice_servers_and_drives_the_robot(

@@ -5,7 +5,11 @@
  * stays disconnected, or stops delivering frames is closed and replaced, with backoff while
  * the daemon is down. No dependencies and no build step (ES2020, classic script).
  *
- * Test hooks: window.robotcam = { pc, state, detail, reconnects, lastError, stats, health }.
+ * Access control: the page asks GET /api/session who it is; without the 'view' permission it
+ * shows the sign-in form and connects only after POST /api/login. A 401 later (the sign-in
+ * ended) brings the form back.
+ *
+ * Test hooks: window.robotcam = { pc, state, detail, reconnects, lastError, stats, health, account }.
  */
 'use strict';
 
@@ -41,6 +45,13 @@
     lastFrame: $('last-frame'),
     footer: $('footer'),
     footerText: $('footer-text'),
+    login: $('login'),
+    loginUser: $('login-user'),
+    loginPassword: $('login-password'),
+    loginError: $('login-error'),
+    loginSubmit: $('login-submit'),
+    signinButton: $('signin-button'),
+    signoutButton: $('signout-button'),
   };
   const video = ui.video;
 
@@ -52,6 +63,7 @@
     lastError: null,
     stats: null, // the latest summary shown in the stats overlay
     health: null, // the latest GET /health answer
+    account: { auth: false, user: null, permissions: [] }, // GET /api/session
     reconnect: () => connect(),
   };
   window.robotcam = robotcam;
@@ -76,6 +88,8 @@
     let text;
     if (state === 'live') {
       text = 'Live';
+    } else if (state === 'signed-out') {
+      text = detail || 'Sign in to watch';
     } else if (state === 'connecting') {
       text = detail ? `Connecting… (${detail})` : 'Connecting…';
     } else {
@@ -197,10 +211,11 @@
   async function loadClientConfig(signal) {
     try {
       const response = await fetchWithTimeout('/api/config', { cache: 'no-store' }, SETTINGS.healthTimeoutMs, signal);
+      if (response.status === 401) throw new OfferError('sign in first', 401);
       const body = response.ok ? await response.json() : null;
       if (body && Array.isArray(body.iceServers)) return body;
     } catch (err) {
-      if (signal.aborted) throw err;
+      if (signal.aborted || err.status === 401) throw err;
     }
     return { iceServers: [] };
   }
@@ -301,6 +316,11 @@
     const message = (err && err.message) || String(err);
     const status = (err && err.status) || 0;
     closeAttempt();
+    if (status === 401) {
+      // no sign-in, or it ended (expired, signed out elsewhere, user removed): ask again
+      showLogin('Your sign-in has ended: sign in again');
+      return;
+    }
     robotcam.lastError = message;
     if (final) {
       setState('error', message);
@@ -730,6 +750,112 @@
   }
 
   // ---------------------------------------------------------------------------------------
+  // Signing in and out (README "Security")
+
+  const account = robotcam.account;
+  const mayWatch = () => account.permissions.includes('view');
+
+  /** GET /api/session: who this page is. False when it may not watch (the form is needed). */
+  async function checkSession() {
+    try {
+      const response = await fetchWithTimeout('/api/session', { cache: 'no-store' }, SETTINGS.healthTimeoutMs);
+      const body = await response.json().catch(() => null);
+      if (!response.ok || !body) return response.status !== 401;
+      account.auth = Boolean(body.auth);
+      account.user = body.user || null;
+      account.permissions = Array.isArray(body.permissions) ? body.permissions : [];
+    } catch (err) {
+      return true; // unreachable: connect() shows that, and retries
+    } finally {
+      renderAccount();
+    }
+    return mayWatch();
+  }
+
+  function renderAccount() {
+    ui.signoutButton.hidden = !account.user;
+    ui.signoutButton.title = account.user ? `Signed in as ${account.user.name}` : '';
+    // an open kiosk (anonymous view) can still sign in for more (talk, drive)
+    ui.signinButton.hidden = !(account.auth && !account.user && ui.login.hidden);
+  }
+
+  function showLogin(detail = '') {
+    clearRetry();
+    closeAttempt();
+    account.user = null;
+    ui.login.hidden = false;
+    ui.loginError.hidden = !detail;
+    ui.loginError.textContent = detail;
+    setState('signed-out', 'Sign in to watch');
+    renderAccount();
+    (ui.loginUser.value ? ui.loginPassword : ui.loginUser).focus();
+  }
+
+  async function start() {
+    if (await checkSession()) connect();
+    else showLogin();
+  }
+
+  function loginError(message) {
+    ui.loginError.textContent = message;
+    ui.loginError.hidden = !message;
+  }
+
+  ui.login.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    ui.loginSubmit.disabled = true;
+    loginError('');
+    try {
+      const response = await fetchWithTimeout(
+        '/api/login',
+        {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ username: ui.loginUser.value.trim(), password: ui.loginPassword.value }),
+          cache: 'no-store',
+        },
+        SETTINGS.offerTimeoutMs,
+      );
+      const body = await response.json().catch(() => null);
+      if (response.ok) {
+        ui.loginPassword.value = '';
+        ui.login.hidden = true;
+        await checkSession();
+        connect();
+        return;
+      }
+      if (response.status === 401) loginError('Wrong user name or password');
+      else if (response.status === 429) {
+        const seconds = Math.ceil(retryAfterMs(response) / 1000) || 30;
+        loginError(`Too many attempts: try again in ${seconds} s`);
+      } else loginError((body && body.error) || `HTTP ${response.status}`);
+    } catch (err) {
+      loginError('robotcam is not reachable');
+    } finally {
+      ui.loginSubmit.disabled = false;
+    }
+  });
+
+  ui.signinButton.addEventListener('click', () => {
+    ui.login.hidden = false;
+    renderAccount();
+    ui.loginUser.focus();
+  });
+
+  ui.signoutButton.addEventListener('click', async () => {
+    clearRetry();
+    closeAttempt();
+    try {
+      await fetchWithTimeout('/api/logout', { method: 'POST', cache: 'no-store' }, SETTINGS.healthTimeoutMs);
+    } catch (err) {
+      /* the cookie stays until it expires; the daemon ends it then */
+    }
+    account.user = null;
+    if (await checkSession()) connect();
+    else showLogin();
+  });
+
+  // ---------------------------------------------------------------------------------------
   // Page lifecycle
 
   document.addEventListener('visibilitychange', () => {
@@ -750,7 +876,7 @@
     closeAttempt();
   });
   window.addEventListener('pageshow', (event) => {
-    if (event.persisted) connect();
+    if (event.persisted) start();
   });
 
   try {
@@ -759,6 +885,6 @@
     /* no storage */
   }
   setInterval(statsTick, SETTINGS.statsIntervalMs);
-  connect();
+  start();
   pollHealth();
 })();

@@ -172,7 +172,8 @@
       sound.you = Boolean(data.you);
       sound.lineBusy = Boolean(data.busy) && !data.you;
       if (config.talkback) {
-        config.talkback.available = Boolean(data.available);
+        // the line's state is everyone's; whether this user may talk is theirs alone
+        config.talkback.available = Boolean(data.available) && config.talkback.permitted !== false;
         config.talkback.reason = data.reason || null;
       }
       if (talking && !data.you) {
@@ -408,9 +409,11 @@
     ui.unmute.textContent = sound.unmuted ? 'Mute' : 'Unmute';
     ui.unmute.setAttribute('aria-pressed', String(sound.unmuted));
 
-    // talkback.enabled: false is the owner's choice: no button at all. A robot without a
-    // speaker shows it disabled, and a tap says why.
-    const offered = Boolean(config.talkback && config.talkback.enabled !== false);
+    // talkback.enabled: false is the owner's choice, and a user without the 'talk' permission
+    // may not: no button at all. A robot without a speaker shows it disabled, and a tap says why.
+    const offered = Boolean(
+      pc && config.talkback && config.talkback.enabled !== false && config.talkback.permitted !== false,
+    );
     const secure = window.isSecureContext !== false;
     ui.https.hidden = !offered || secure;
     ui.talk.hidden = !offered || !secure;

@@ -28,6 +28,7 @@ from aiortc import RTCRtpSender
 from aiortc import sdp as aiortc_sdp
 
 from robotcam.audio.base import AudioSource
+from robotcam.auth.identity import Identity
 from robotcam.audio.clock import AudioClock
 from robotcam.audio.devices import AudioUnavailable, find_device, load_portaudio
 from robotcam.audio.fanout import AudioHub, PeerAudioTrack
@@ -339,6 +340,6 @@ class AudioExtension:
         if isinstance(track, PeerAudioTrack):
             track.stop()
 
-    def client_config(self) -> dict[str, Any]:
+    def client_config(self, identity: Identity) -> dict[str, Any]:
         component = self.component
         return {"audio": {"source": component.source_name, "available": component.active}}

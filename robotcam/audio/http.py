@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from robotcam.audio.talk import TalkError, TalkbackComponent
+from robotcam.auth.http import IDENTITY
 from robotcam.daemon import Daemon
 from robotcam.events import EventHub
 from robotcam.tls import TLSError, ca_certificate_der
@@ -92,7 +93,8 @@ async def talk(request: web.Request) -> web.Response:
     try:
         key, action = await _read_talk_request(request)
         session = daemon.peers.by_key(key)
-        if session is None:
+        asking = request[IDENTITY]
+        if session is None or not (asking.allows("admin") or session.identity.name == asking.name):
             raise TalkError(404, "unknown session: it has ended or never existed; connect again")
         if action == "stop":
             daemon.talkback.release(session, "let go")

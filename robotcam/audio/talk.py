@@ -22,6 +22,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from robotcam.audio.devices import AudioUnavailable, find_device, load_portaudio
 from robotcam.audio.speaker import Speaker
+from robotcam.auth.audit import log as audit
+from robotcam.auth.identity import Identity
 from robotcam.config import Config, TalkbackConfig
 from robotcam.events import EventHub
 from robotcam.peers import PeerSession
@@ -123,6 +125,8 @@ class TalkbackComponent:
 
     async def request(self, session: PeerSession) -> dict[str, Any]:
         """Grant the line to `session` or raise TalkError (403 off, 409 busy, 503 speaker)."""
+        if not session.identity.allows("talk"):
+            raise TalkError(403, f"{session.identity.label} may not talk: it needs the 'talk' permission")
         if self.state in ("disabled", "unavailable", "stopped"):
             raise TalkError(403, self.reason or "talk-back is not running")
         if self.talker is not None and self.talker is not session:
@@ -132,7 +136,7 @@ class TalkbackComponent:
             self.talks += 1
             self.state = "talking"
             self._expiry = self.tasks.spawn(self._expire(session), "robotcam-talk-limit")
-            log.info("talk: viewer %d has the line", session.id)
+            audit.info("talk line taken: viewer %d (%s)", session.id, session.identity.label)
             self._publish()
             try:
                 await self._open_speaker()
@@ -161,7 +165,7 @@ class TalkbackComponent:
         if self.state == "talking":
             self.state = "idle"
         if session is not None:
-            log.info("talk: viewer %d released the line (%s)", session.id, why)
+            audit.info("talk line released: viewer %d (%s): %s", session.id, session.identity.label, why)
         self._publish()
         if self._linger is not None:
             self._linger.cancel()
@@ -272,13 +276,15 @@ class TalkExtension:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
 
-    def client_config(self) -> dict[str, Any]:
+    def client_config(self, identity: Identity) -> dict[str, Any]:
         component = self.component
+        permitted = identity.allows("talk")
         return {
             "talkback": {
                 "enabled": component.talkback.enabled,
-                "available": component.state in ("idle", "talking", "failed"),
-                "reason": component.reason,
+                "permitted": permitted,
+                "available": permitted and component.state in ("idle", "talking", "failed"),
+                "reason": component.reason if permitted else f"{identity.label} may not talk (the 'talk' permission)",
                 "max_seconds": component.talkback.max_talk_seconds,
             }
         }

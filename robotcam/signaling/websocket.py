@@ -32,6 +32,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from robotcam.auth.http import IDENTITY
+from robotcam.auth.identity import Identity
 from robotcam.daemon import Daemon
 from robotcam.peers import OfferError, PeerSession
 from robotcam.signaling.candidates import CandidateError, parse_candidate
@@ -53,10 +55,11 @@ class BadMessage(Exception):
 class SignalingConnection:
     """One WebSocket and the one peer it negotiates; owns the tasks it starts."""
 
-    def __init__(self, ws: web.WebSocketResponse, daemon: Daemon, number: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, daemon: Daemon, number: int, identity: Identity) -> None:
         self.ws = ws
         self.daemon = daemon
         self.number = number  # for log lines
+        self.identity = identity  # decided at the upgrade: the peer it opens is theirs
         self.session: PeerSession | None = None
         self._ending = False
         self._tasks = TaskSet()
@@ -106,7 +109,7 @@ class SignalingConnection:
         if not isinstance(sdp, str) or not sdp.strip():
             raise BadMessage('an offer needs "sdp": the SDP text of the offer')
         try:
-            session, answer = await self.daemon.peers.open_session(sdp)
+            session, answer = await self.daemon.peers.open_session(sdp, self.identity)
         except OfferError as exc:
             log.info("websocket %d: offer refused (%d): %s", self.number, exc.status, exc.message)
             raise BadMessage(exc.message, exc.status) from None
@@ -204,7 +207,7 @@ class WebSocketSignaling:
             )
         await ws.prepare(request)
         self._count += 1
-        connection = SignalingConnection(ws, self.daemon, self._count)
+        connection = SignalingConnection(ws, self.daemon, self._count, request[IDENTITY])
         self.connections.add(connection)
         log.debug("websocket %d: open from %s", connection.number, request.remote)
         try:

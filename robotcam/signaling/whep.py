@@ -28,6 +28,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from multidict import CIMultiDict
 
+from robotcam.auth.http import IDENTITY
 from robotcam.daemon import Daemon
 from robotcam.peers import OfferError, PeerSession
 from robotcam.signaling.candidates import CandidateError, parse_sdpfrag
@@ -209,7 +210,7 @@ class WhepRoutes:
         if not sdp.strip():
             raise WhepError(400, "empty body: POST an SDP offer (Content-Type: application/sdp)")
         try:
-            session, answer = await daemon.peers.open_session(sdp)
+            session, answer = await daemon.peers.open_session(sdp, request[IDENTITY])
         except OfferError as exc:
             log.info("WHEP offer from %s refused (%d): %s", request.remote, exc.status, exc.message)
             extra = {"Retry-After": str(RETRY_AFTER)} if exc.status == 503 else {}
