@@ -212,26 +212,27 @@ _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
-def _check_name(value: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid name: 1-64 letters, digits, '.', '_', '-' or '@'"
-        )
-    return value
-
-
-class UserEntry(Section):
-    """A person who signs in on the page (or with HTTP requests to /api/login)."""
+class _Grant(Section):
+    """A named holder of permissions (a user or a token): the name shows in logs and /health."""
 
     name: str
-    #: argon2id, from `robotcam hash-password`; never the password itself
-    password_hash: SecretStr
     permissions: list[Permission] = ["view"]
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _check_name(value)
+        if not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid name: 1-64 letters, digits, '.', '_', '-' or '@'"
+            )
+        return value
+
+
+class UserEntry(_Grant):
+    """A person who signs in on the page (or with HTTP requests to /api/login)."""
+
+    #: argon2id, from `robotcam hash-password`; never the password itself
+    password_hash: SecretStr
 
     @field_validator("password_hash")
     @classmethod
@@ -252,18 +253,11 @@ class UserEntry(Section):
         return value
 
 
-class TokenEntry(Section):
+class TokenEntry(_Grant):
     """A bearer token for a player or a program (OBS, a WHEP player, Prometheus)."""
 
-    name: str
     #: SHA-256 of the token, 64 hex digits (`robotcam new-token` prints it); never the token
     sha256: str
-    permissions: list[Permission] = ["view"]
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _check_name(value)
 
     @field_validator("sha256")
     @classmethod

@@ -108,25 +108,23 @@ class SignalingDaemon(DaemonProcess):
         )
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, program: RobotProgram) -> Iterator[SignalingDaemon]:
-    process = SignalingDaemon(tmp_path, program.path, anonymous="[view, control]")
+def running(process: SignalingDaemon) -> Iterator[SignalingDaemon]:
     process.start()
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, program: RobotProgram) -> Iterator[SignalingDaemon]:
+    yield from running(SignalingDaemon(tmp_path, program.path, anonymous="[view, control]"))
 
 
 @pytest.fixture
 def whep_daemon(tmp_path: Path, program: RobotProgram) -> Iterator[SignalingDaemon]:
     """Nothing without a credential: a WHEP player must bring the token."""
-    process = SignalingDaemon(tmp_path, program.path, anonymous="[]")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
+    yield from running(SignalingDaemon(tmp_path, program.path, anonymous="[]"))
 
 
 def token_health(daemon: SignalingDaemon) -> dict[str, Any]:
