@@ -6,6 +6,12 @@ or keep-latest (`buffered=False`: a dropped H.264 packet corrupts the picture un
 keyframe, silently). Here every peer has a bounded queue; a peer that falls behind is emptied and
 waits for the next keyframe (as MediaMTX's per-reader ring buffer does), and asks for one, so a
 slow viewer never blocks the hub or any other viewer.
+
+One viewer must not make the encoder send keyframes to everyone: a track queues nothing and
+asks for nothing until its sender starts reading (aiortc starts it once DTLS is up, so a viewer
+that never connects costs nothing), and its own requests (join, overflow, its browser's PLIs)
+reach the shared encoder at most once per KEYFRAME_SPACING; a request in between is deferred
+to the end of that spacing, not lost.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 log = logging.getLogger(__name__)
+
+KEYFRAME_SPACING = 1.0  # seconds between one viewer's keyframe requests reaching the encoder
+
 
 class PeerVideoTrack(MediaStreamTrack):
     """One viewer's view of a shared encoded stream.
@@ -37,7 +46,11 @@ class PeerVideoTrack(MediaStreamTrack):
         self.waiting_for_keyframe = True
         self.packets_sent = 0
         self.packets_dropped = 0
-        self.keyframe_requests = 0
+        self.keyframe_requests = 0  # asked for (join, overflow, PLI/FIR)
+        self.keyframes_requested = 0  # of those, passed on to the encoder
+        self.reading = False  # the sender has started (the viewer is connected)
+        self._last_request = float("-inf")
+        self._deferred: asyncio.TimerHandle | None = None
 
     @property
     def codec(self) -> str | None:
@@ -48,6 +61,8 @@ class PeerVideoTrack(MediaStreamTrack):
 
     def _offer(self, packet: av.Packet) -> None:
         """Called by the hub on the event loop for every packet."""
+        if not self.reading:  # not connected yet: its first recv() asks for a keyframe
+            return
         if self.waiting_for_keyframe:
             if not packet.is_keyframe:
                 return
@@ -66,14 +81,31 @@ class PeerVideoTrack(MediaStreamTrack):
             self.request_keyframe()
 
     def request_keyframe(self) -> None:
-        """Called on join, on overflow, and on a PLI/FIR from the viewer's browser."""
+        """Called on join, on overflow, and on a PLI/FIR from the viewer's browser; spaced."""
         self.keyframe_requests += 1
-        if self._hub is not None:
-            self._hub.request_keyframe()
+        if self._hub is None or not self.reading or self._deferred is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_request + KEYFRAME_SPACING - loop.time()
+        if wait <= 0:
+            self._pass_on()
+        else:
+            self._deferred = loop.call_later(wait, self._pass_on)
+
+    def _pass_on(self) -> None:
+        self._deferred = None
+        if self._hub is None or self.readyState != "live":
+            return
+        self._last_request = asyncio.get_running_loop().time()
+        self.keyframes_requested += 1
+        self._hub.request_keyframe()
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
+        if not self.reading:
+            self.reading = True
+            self.request_keyframe()  # connected: start at a fresh keyframe, now
         packet = await self._queue.get()
         if packet is None:
             raise MediaStreamError
@@ -81,6 +113,9 @@ class PeerVideoTrack(MediaStreamTrack):
         return packet
 
     def stop(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
         if self.readyState == "live":
             super().stop()
             if self._hub is not None:

@@ -23,11 +23,13 @@ from aiortc import (
 )
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InternalError, InvalidStateError, OperationError
+from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
 
 from robotcam.auth.identity import OPEN, Identity
 from robotcam.config import WebRTCConfig
 from robotcam.hub import PeerVideoTrack
 from robotcam.ice import bound_gathering
+from robotcam.link import LinkEstimate
 from robotcam.pipeline import VideoPipeline
 from robotcam.tasks import TaskSet
 from robotcam.turn import ice_servers
@@ -61,6 +63,8 @@ class PeerSession:
     created: float = field(default_factory=time.monotonic)
     codec: str | None = None
     expiry: asyncio.Task[None] | None = None
+    #: the viewer's link, from the RTCP its browser sends
+    link: LinkEstimate | None = None
     #: what extensions keep per viewer (their own keys); scalars show in /health
     extras: dict[str, Any] = field(default_factory=dict)
     released: bool = False
@@ -74,6 +78,8 @@ class PeerSession:
             "age": round(time.monotonic() - self.created, 1),
             "packets_sent": self.track.packets_sent,
             "packets_dropped": self.track.packets_dropped,
+            "keyframe_requests": self.track.keyframe_requests,
+            "link": self.link.describe() if self.link else None,
             **{k: v for k, v in self.extras.items() if isinstance(v, (str, int, float, bool))},
         }
 
@@ -266,6 +272,7 @@ class PeerManager:
             track.request_keyframe()
 
         sender._send_keyframe = on_picture_loss  # type: ignore[method-assign]
+        self._watch_link(session, sender)
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -285,6 +292,23 @@ class PeerManager:
         session.codec = codec
         self.pipeline.attach(track, codec)
         return pc.localDescription.sdp
+
+    def _watch_link(self, session: PeerSession, sender: RTCRtpSender) -> None:
+        """Every RTCP packet the viewer sends for our video passes the link estimate first,
+        which also paces resends: NACKed packets over its budget are not sent again."""
+        link = session.link = LinkEstimate(sender._ssrc, self.pipeline.video.bitrate)
+        handle = sender._handle_rtcp_packet
+
+        async def on_rtcp(packet: Any) -> None:
+            verdict = link.verdict
+            link.observe(packet)
+            if link.verdict != verdict:
+                log.info("viewer %d: link %s (%s)", session.id, link.verdict, link.why)
+            if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                packet.lost = [seq for seq in packet.lost if link.allow_resend()]
+            await handle(packet)
+
+        sender._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
 
     def _watch(self, session: PeerSession) -> None:
         pc = session.pc

@@ -644,3 +644,24 @@ def test_hold_to_talk_over_https_reaches_the_robots_speaker(tmp_path: Path, secu
             for session in sessions:
                 session.close()
             daemon.stop()
+
+
+def test_a_picture_that_stands_still_is_never_called_live(tmp_path: Path, open_page: Any) -> None:
+    """The camera wedges for a few seconds (the test hook stops the test pattern's frames):
+    the page says the connection is poor instead of "Live", and comes back by itself."""
+    stall = tmp_path / "stall"
+    daemon = DaemonProcess(tmp_path, env={"PYTHONPATH": str(REPO / "tests" / "hooks"),
+                                          "ROBOTCAM_TEST_STALL_FILE": str(stall)})
+    daemon.start()
+    try:
+        page = open_page(daemon.url + "/")
+        wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "before the stall")
+        reconnects = page.evaluate("window.robotcam.reconnects")
+        stall.touch()
+        page.wait_for_function("() => window.robotcam.state === 'poor'", timeout=10_000)
+        assert page.evaluate("document.getElementById('status-text').textContent").startswith("Poor connection")
+        stall.unlink()
+        wait_until_playing(page, RECOVERY_TIMEOUT_MS, "after the stall")
+        assert page.evaluate("window.robotcam.reconnects") == reconnects, "a short stall needs no reconnect"
+    finally:
+        daemon.stop()

@@ -9,7 +9,8 @@ import av
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from robotcam.hub import PacketHub, PeerVideoTrack
+from robotcam.hub import KEYFRAME_SPACING, PacketHub, PeerVideoTrack
+from tests.conftest import wait_until
 
 
 def packet(number: int, key: bool) -> av.Packet:
@@ -32,17 +33,27 @@ def make_hub(recorder: Recorder) -> PacketHub:
     return PacketHub("H264", recorder.request, recorder.emptied.append)
 
 
-async def test_a_new_viewer_starts_at_a_keyframe_and_asks_for_one() -> None:
+async def connected(track: PeerVideoTrack) -> asyncio.Future[av.Packet]:
+    """What aiortc's sender does once DTLS is up: start reading."""
+    first = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0)
+    return first
+
+
+async def test_a_new_viewer_starts_at_a_keyframe_and_asks_for_one_once_connected() -> None:
     recorder = Recorder()
     hub = make_hub(recorder)
     track = PeerVideoTrack(queue_size=10)
     hub.subscribe(track)
+    assert recorder.keyframe_requests == 0, "not connected yet: nothing to ask for"
+    hub.publish(packet(0, key=True))  # before it reads: not kept (it would be stale by then)
+    pending = await connected(track)
     assert recorder.keyframe_requests == 1
-    for n in range(3):
+    for n in range(1, 3):
         hub.publish(packet(n, key=False))
     hub.publish(packet(3, key=True))
     hub.publish(packet(4, key=False))
-    got = [await asyncio.wait_for(track.recv(), 1) for _ in range(2)]
+    got = [await asyncio.wait_for(pending, 1), await asyncio.wait_for(track.recv(), 1)]
     assert [p.pts // 3000 for p in got] == [3, 4]
     assert got[0].is_keyframe
 
@@ -53,9 +64,12 @@ async def test_a_slow_viewer_drops_to_the_next_keyframe_and_never_holds_up_other
     slow, fast = PeerVideoTrack(queue_size=4), PeerVideoTrack(queue_size=4)
     hub.subscribe(slow)
     hub.subscribe(fast)
+    slow_first, fast_first = await connected(slow), await connected(fast)
     requests_after_join = recorder.keyframe_requests
-    received: list[int] = []
-    for n in range(24):  # keyframes at 0, 10, 20; only the fast viewer reads
+    hub.publish(packet(0, key=True))
+    assert (await slow_first).pts == 0 and (await fast_first).pts == 0  # then the slow one stops reading
+    received: list[int] = [0]
+    for n in range(1, 24):  # keyframes at 0, 10, 20; only the fast viewer reads
         hub.publish(packet(n, key=n % 10 == 0))  # synchronous: publishing cannot block
         received.append((await asyncio.wait_for(fast.recv(), 1)).pts // 3000)
     assert received == list(range(24))
@@ -63,7 +77,9 @@ async def test_a_slow_viewer_drops_to_the_next_keyframe_and_never_holds_up_other
     # the slow one overflowed: its stale packets went, it asked for a keyframe, and what it
     # holds now starts at the latest keyframe
     assert slow.packets_dropped > 0
-    assert recorder.keyframe_requests > requests_after_join
+    # asked for a keyframe: within a second of its join request, so deferred, never lost
+    await wait_until(lambda: recorder.keyframe_requests > requests_after_join, KEYFRAME_SPACING + 2,
+                     "the slow viewer's keyframe request reaches the encoder")
     first = await asyncio.wait_for(slow.recv(), 1)
     assert first.is_keyframe and first.pts // 3000 == 20
     rest = [(await asyncio.wait_for(slow.recv(), 1)).pts // 3000 for _ in range(3)]
@@ -93,3 +109,40 @@ async def test_hub_close_ends_every_viewer() -> None:
         hub.subscribe(track)
     hub.close()
     assert len(hub) == 0 and all(t.readyState == "ended" for t in tracks)
+
+
+async def test_a_viewer_that_never_connects_costs_nothing() -> None:
+    """Answered but never connected (a closed tab, blocked UDP): its queue never overflows, so
+    it never makes the encoder send everyone keyframes."""
+    recorder = Recorder()
+    hub = make_hub(recorder)
+    ghost, watcher = PeerVideoTrack(queue_size=4), PeerVideoTrack(queue_size=4)
+    hub.subscribe(ghost)
+    hub.subscribe(watcher)
+    first = await connected(watcher)
+    for n in range(40):
+        hub.publish(packet(n, key=n % 10 == 0))
+        if n == 0:
+            await first
+        else:
+            await asyncio.wait_for(watcher.recv(), 1)
+    assert recorder.keyframe_requests == 1  # the watcher's join, and nothing from the ghost
+    assert ghost.packets_dropped == 0 and ghost.keyframe_requests == 1  # its join, not passed on
+
+
+async def test_one_viewers_keyframe_requests_are_spaced_but_not_lost() -> None:
+    recorder = Recorder()
+    hub = make_hub(recorder)
+    lossy = PeerVideoTrack(queue_size=4)
+    hub.subscribe(lossy)
+    pending = await connected(lossy)
+    assert recorder.keyframe_requests == 1
+    for _ in range(50):  # a browser on a lossy link sending PLI after PLI
+        lossy.request_keyframe()
+        await asyncio.sleep(0.01)
+    assert recorder.keyframe_requests == 1, "within the spacing: merged into one deferred request"
+    await wait_until(lambda: recorder.keyframe_requests == 2, KEYFRAME_SPACING + 2, "the deferred request")
+    await asyncio.sleep(0.1)
+    assert recorder.keyframe_requests == 2 and lossy.keyframes_requested == 2
+    lossy.stop()
+    await asyncio.gather(pending, return_exceptions=True)

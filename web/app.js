@@ -19,6 +19,7 @@
     offerTimeoutMs: 10000, // POST /offer
     firstFrameTimeoutMs: 15000, // answer applied, no frame decoded yet: start over
     frozenTimeoutMs: 5000, // frames stopped being decoded: start over
+    poorAfterMs: 1500, // no new frame this long while connected: say so, never "Live"
     disconnectedGraceMs: 4000, // 'disconnected' often recovers by itself; wait this long
     backoffInitialMs: 1000,
     backoffMaxMs: 10000,
@@ -57,7 +58,7 @@
 
   const robotcam = {
     pc: null, // the current RTCPeerConnection (null between attempts)
-    state: 'connecting', // 'connecting' | 'live' | 'reconnecting' | 'error'
+    state: 'connecting', // 'connecting' | 'live' | 'poor' | 'reconnecting' | 'error' | 'signed-out'
     detail: '', // why, for the states that have a reason
     reconnects: 0, // connections started after the first one
     lastError: null,
@@ -88,6 +89,8 @@
     let text;
     if (state === 'live') {
       text = 'Live';
+    } else if (state === 'poor') {
+      text = detail ? `Poor connection — ${detail}` : 'Poor connection';
     } else if (state === 'signed-out') {
       text = detail || 'Sign in to watch';
     } else if (state === 'connecting') {
@@ -372,7 +375,7 @@
       a.disconnectedTimer = 0;
       updateLive(a);
     } else if (state === 'disconnected') {
-      if (robotcam.state === 'live') setState('connecting', 'connection interrupted');
+      if (robotcam.state === 'live' || robotcam.state === 'poor') setState('connecting', 'connection interrupted');
       if (!a.disconnectedTimer) {
         a.disconnectedTimer = setTimeout(() => {
           a.disconnectedTimer = 0;
@@ -536,6 +539,13 @@
       return;
     }
     const stalled = now - a.lastProgressAt;
+    // A picture that stands still is never "Live": between a short stall and giving up on the
+    // connection, say the connection is poor (the robot may be at the edge of its Wi-Fi).
+    if (robotcam.state === 'live' && a.gotFrame && stalled > SETTINGS.poorAfterMs) {
+      setState('poor', `picture stalled for ${Math.round(stalled / 1000)} s`);
+    } else if (robotcam.state === 'poor' && stalled <= SETTINGS.poorAfterMs) {
+      setState('live');
+    }
     if (a.gotFrame && stalled > SETTINGS.frozenTimeoutMs) {
       fail(a, new Error(`video froze (no new frame for ${Math.round(stalled / 1000)} s)`));
     } else if (!a.gotFrame && stalled > SETTINGS.firstFrameTimeoutMs) {

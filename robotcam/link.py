@@ -1,0 +1,183 @@
+"""One viewer's link, estimated from the RTCP its browser already sends.
+
+Browsers report what they receive: REMB (the bitrate they estimate they can take), receiver
+reports (fraction lost, jitter, and the timestamps that give the round-trip time), NACKs (lost
+packets to resend) and PLI/FIR (a picture they cannot decode). aiortc's own encoders follow REMB;
+robotcam encodes once for everyone, so it reads the same reports per viewer to say which
+viewers are short of bandwidth, and to pace what each one's losses may cost.
+
+The figures are smoothed, and the verdict has hysteresis: it turns `short` quickly (after
+SHORT_AFTER seconds of evidence) and back to `good` carefully (after GOOD_AFTER seconds), so
+one noisy report never moves a viewer.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Callable, Deque
+
+from aiortc import clock
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
+
+VIDEO_CLOCK = 90000  # Hz: jitter in receiver reports is in RTP timestamp units
+RATE_WINDOW = 5.0  # seconds over which NACK and PLI rates are counted
+SHORT_AFTER, GOOD_AFTER = 1.0, 8.0  # seconds of evidence before the verdict changes
+SHORT_RATIO, GOOD_RATIO = 0.85, 1.25  # estimate / needed: below is short, above is room
+LOSS_SHORT, LOSS_GOOD = 0.10, 0.02  # smoothed loss fraction: above is short, below is clean
+AVERAGE_PACKET_BITS = 1100 * 8  # a full RTP video packet, for the retransmission budget
+RETRANSMIT_SHARE = 0.25  # of the viewer's estimate that resends may use
+RETRANSMIT_MIN = 30.0  # packets per second always allowed (a healthy LAN loses a few)
+
+
+def _ewma(old: float | None, new: float, alpha: float) -> float:
+    return new if old is None else old + alpha * (new - old)
+
+
+class LinkEstimate:
+    """Feed it each RTCP packet one viewer's browser sends for our video (`observe`); read the
+    smoothed figures, the verdict against the bitrate it needs, and whether a resend fits."""
+
+    def __init__(self, ssrc: int, needed_bps: float, now: Callable[[], float] = time.monotonic) -> None:
+        self.ssrc = ssrc  # our sender's SSRC: reports about other streams are not ours
+        self.needed_bps = needed_bps
+        self._now = now
+        self.remb_bps: float | None = None
+        self.loss: float | None = None  # fraction, smoothed
+        self.jitter_ms: float | None = None
+        self.rtt_ms: float | None = None
+        self.verdict = "good"
+        self.why = ""
+        self.reports = 0
+        self.nacked = 0  # packets asked for again
+        self.resends_refused = 0  # of those, over the budget: not resent
+        self.plis = 0
+        self._nack_times: Deque[tuple[float, int]] = collections.deque()
+        self._pli_times: Deque[float] = collections.deque()
+        self._against_since: float | None = None  # when the evidence turned against the verdict
+        self._budget = RETRANSMIT_MIN
+        self._budget_at = now()
+
+    # --- input -------------------------------------------------------------------------------
+
+    def observe(self, packet: Any) -> None:
+        now = self._now()
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == self.ssrc:
+                    self.receiver_report(report.fraction_lost, report.jitter, report.lsr, report.dlsr)
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            self.nacked += len(packet.lost)
+            self._nack_times.append((now, len(packet.lost)))
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            self.plis += 1
+            self._pli_times.append(now)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if self.ssrc in ssrcs:
+                self.remb(bitrate)
+        self._assess(now)
+
+    def remb(self, bps: float) -> None:
+        # drops are believed at once, rises slowly: a link gets worse faster than it gets better
+        alpha = 0.6 if self.remb_bps is not None and bps < self.remb_bps else 0.15
+        self.remb_bps = _ewma(self.remb_bps, float(bps), alpha)
+
+    def receiver_report(self, fraction_lost: int, jitter: int, lsr: int, dlsr: int) -> None:
+        self.reports += 1
+        self.loss = _ewma(self.loss, fraction_lost / 256.0, 0.3)
+        self.jitter_ms = _ewma(self.jitter_ms, jitter * 1000.0 / VIDEO_CLOCK, 0.3)
+        if lsr:  # RFC 3550 §6.4.1: now - LSR - DLSR, in 1/65536 s, on the NTP clock's middle bits
+            middle = (clock.current_ntp_time() >> 16) & 0xFFFFFFFF
+            rtt = ((middle - lsr - dlsr) & 0xFFFFFFFF) / 65536.0
+            if rtt < 60:  # a wrapped or bogus value is not a round trip
+                self.rtt_ms = _ewma(self.rtt_ms, rtt * 1000.0, 0.3)
+
+    # --- output ------------------------------------------------------------------------------
+
+    @property
+    def estimate_bps(self) -> float | None:
+        """What the viewer can take: its REMB, lowered while it loses packets (as GCC does)."""
+        if self.remb_bps is None:
+            return None
+        loss = self.loss or 0.0
+        return self.remb_bps * (1 - 0.5 * loss) if loss > LOSS_GOOD else self.remb_bps
+
+    def rate(self, kind: str) -> float:
+        """NACKed packets or PLIs per second over the last RATE_WINDOW seconds."""
+        now = self._now()
+        while self._nack_times and now - self._nack_times[0][0] > RATE_WINDOW:
+            self._nack_times.popleft()
+        while self._pli_times and now - self._pli_times[0] > RATE_WINDOW:
+            self._pli_times.popleft()
+        if kind == "nack":
+            return sum(n for _, n in self._nack_times) / RATE_WINDOW
+        return len(self._pli_times) / RATE_WINDOW
+
+    def allow_resend(self) -> bool:
+        """One NACKed packet may be sent again: a token bucket of RETRANSMIT_SHARE of the
+        estimate (at least RETRANSMIT_MIN packets/s), so resends never multiply a weak link's
+        load. A refused resend leaves the browser to ask for a keyframe, which is spaced."""
+        now = self._now()
+        per_second = max(RETRANSMIT_MIN, RETRANSMIT_SHARE * (self.estimate_bps or self.needed_bps) / AVERAGE_PACKET_BITS)
+        self._budget = min(per_second, self._budget + (now - self._budget_at) * per_second)
+        self._budget_at = now
+        if self._budget >= 1.0:
+            self._budget -= 1.0
+            return True
+        self.resends_refused += 1
+        return False
+
+    def _assess(self, now: float) -> None:
+        """Move the verdict only after the evidence has held for a while (hysteresis)."""
+        estimate, loss = self.estimate_bps, self.loss or 0.0
+        short_now = (estimate is not None and estimate < self.needed_bps * SHORT_RATIO) or loss > LOSS_SHORT
+        room_now = (estimate is None or estimate > self.needed_bps * GOOD_RATIO) and loss < LOSS_GOOD
+        against = short_now if self.verdict == "good" else room_now
+        if not against:
+            self._against_since = None
+            return
+        if self._against_since is None:
+            self._against_since = now
+        if now - self._against_since >= (SHORT_AFTER if self.verdict == "good" else GOOD_AFTER):
+            self.verdict = "short" if self.verdict == "good" else "good"
+            self._against_since = None
+            self.why = self._explain()
+
+    def _explain(self) -> str:
+        parts = []
+        if self.estimate_bps is not None:
+            parts.append(f"estimate {self.estimate_bps / 1000:.0f} kbit/s for {self.needed_bps / 1000:.0f} needed")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss * 100:.1f} %")
+        return ", ".join(parts)
+
+    def describe(self) -> dict[str, Any]:
+        """For /health: one viewer's link."""
+        def rounded(value: float | None, digits: int = 1) -> float | None:
+            return None if value is None else round(value, digits)
+
+        estimate = self.estimate_bps
+        return {
+            "verdict": self.verdict,
+            "estimate_kbps": None if estimate is None else round(estimate / 1000),
+            "loss_percent": rounded(None if self.loss is None else self.loss * 100),
+            "rtt_ms": rounded(self.rtt_ms),
+            "jitter_ms": rounded(self.jitter_ms),
+            "nacks_per_s": rounded(self.rate("nack")),
+            "plis_per_s": rounded(self.rate("pli")),
+            "resends_refused": self.resends_refused,
+        }
