@@ -84,6 +84,14 @@ class PicameraConfig(Section):
         return value
 
 
+class RenditionConfig(Section):
+    """A lower rung of the ladder, relative to the camera's own settings (so it follows them)."""
+
+    scale: float = Field(0.5, ge=0.1, le=1.0)  # of width and height
+    bitrate_ratio: float = Field(0.25, gt=0, le=1.0)  # of video.bitrate
+    fps_ratio: float = Field(1.0, gt=0, le=1.0)  # of video.fps
+
+
 class VideoConfig(Section):
     source: VideoSourceName = "auto"
     device: str = ""
@@ -103,6 +111,12 @@ class VideoConfig(Section):
     rotation: Literal[0, 180] = 0
     encoder: Literal["auto", "libx264", "h264_v4l2m2m"] = "auto"
     picamera: PicameraConfig = PicameraConfig()
+    #: viewers whose link is short move down the ladder (lower renditions, encoded once each)
+    adaptive: bool = True
+    renditions: list[RenditionConfig] = [
+        RenditionConfig(scale=0.5, bitrate_ratio=0.25),
+        RenditionConfig(scale=0.5, bitrate_ratio=0.1, fps_ratio=0.5),
+    ]
 
     @property
     def flips(self) -> tuple[bool, bool]:

@@ -12,6 +12,11 @@ asks for nothing until its sender starts reading (aiortc starts it once DTLS is 
 that never connects costs nothing), and its own requests (join, overflow, its browser's PLIs)
 reach the shared encoder at most once per KEYFRAME_SPACING; a request in between is deferred
 to the end of that spacing, not lost.
+
+A track can move to another hub of the same codec (another rung of the rendition ladder): it
+waits on the target as a pending reader and moves at the target's next keyframe, which it asks
+for at once; until then it keeps playing from where it is, so a switch never shows a broken
+picture and needs no renegotiation (same codec, same payload type, same clock).
 """
 
 from __future__ import annotations
@@ -45,16 +50,57 @@ class PeerVideoTrack(MediaStreamTrack):
         self._hub: PacketHub | None = None
         self.waiting_for_keyframe = True
         self.packets_sent = 0
+        self.bytes_sent = 0
         self.packets_dropped = 0
         self.keyframe_requests = 0  # asked for (join, overflow, PLI/FIR)
         self.keyframes_requested = 0  # of those, passed on to the encoder
         self.reading = False  # the sender has started (the viewer is connected)
+        self.switches = 0
         self._last_request = float("-inf")
         self._deferred: asyncio.TimerHandle | None = None
+        self._next_hub: PacketHub | None = None  # a switch waiting for that hub's keyframe
+        self._last_pts = -1  # of the newest packet queued: a switch must not go back in time
 
     @property
     def codec(self) -> str | None:
         return self._hub.codec if self._hub else None
+
+    @property
+    def hub(self) -> PacketHub | None:
+        return self._hub
+
+    def switch_to(self, hub: PacketHub) -> None:
+        """Move to `hub` at its next keyframe (asked for now); the current one plays until then."""
+        if self._next_hub is not None:
+            self._next_hub.forget_pending(self)
+            self._next_hub = None
+        if hub is self._hub:
+            return
+        if not self.reading or self._hub is None:  # nothing on screen yet: move at once
+            old, self._hub = self._hub, hub
+            hub.add(self)
+            if old is not None:
+                old.unsubscribe(self)
+            return
+        self._next_hub = hub
+        hub.add_pending(self)
+        hub.request_keyframe()
+
+    def _offer_pending(self, hub: PacketHub, packet: av.Packet) -> None:
+        """A packet of the hub this track is switching to: the switch happens at a keyframe."""
+        if not packet.is_keyframe:
+            return
+        if packet.pts is not None and packet.pts <= self._last_pts:
+            hub.request_keyframe()  # the target lags a frame behind: its next one will do
+            return
+        old, self._hub, self._next_hub = self._hub, hub, None
+        hub.forget_pending(self, retire=False)
+        hub.add(self)
+        if old is not None:
+            old.unsubscribe(self)
+        self.switches += 1
+        self.waiting_for_keyframe = True  # this keyframe starts the new rung
+        self._offer(packet)
 
     def _attach(self, hub: PacketHub) -> None:
         self._hub = hub
@@ -69,6 +115,8 @@ class PeerVideoTrack(MediaStreamTrack):
             self.waiting_for_keyframe = False
         try:
             self._queue.put_nowait(packet)
+            if packet.pts is not None:
+                self._last_pts = packet.pts
         except asyncio.QueueFull:
             # Fallen behind: what is queued is stale, and a partial GOP is useless. Start over
             # at the next keyframe, and ask for one so the wait is short.
@@ -110,12 +158,16 @@ class PeerVideoTrack(MediaStreamTrack):
         if packet is None:
             raise MediaStreamError
         self.packets_sent += 1
+        self.bytes_sent += packet.size
         return packet
 
     def stop(self) -> None:
         if self._deferred is not None:
             self._deferred.cancel()
             self._deferred = None
+        if self._next_hub is not None:
+            self._next_hub.forget_pending(self)
+            self._next_hub = None
         if self.readyState == "live":
             super().stop()
             if self._hub is not None:
@@ -128,18 +180,24 @@ class PeerVideoTrack(MediaStreamTrack):
 
 
 class PacketHub:
-    """Publishes one codec's packets to every subscribed PeerVideoTrack. Event-loop only."""
+    """Publishes one stream's packets (a codec at one rung) to every subscribed PeerVideoTrack,
+    and its keyframes to tracks switching to it. Event-loop only."""
 
     def __init__(
         self,
         codec: str,
         request_keyframe: Callable[[], None],
         on_empty: Callable[[PacketHub], None] | None = None,
+        name: str | None = None,
+        rung: int = 0,
     ) -> None:
         self.codec = codec
+        self.name = name or codec  # "H264", or "H264/1" for rung 1
+        self.rung = rung
         self._request_keyframe = request_keyframe
         self._on_empty = on_empty
         self._tracks: set[PeerVideoTrack] = set()
+        self._pending: set[PeerVideoTrack] = set()  # switching here at the next keyframe
         self.packets_published = 0
 
     def __len__(self) -> int:
@@ -154,20 +212,40 @@ class PacketHub:
         self._tracks.add(track)
         track.request_keyframe()  # a joining viewer should not wait a whole GOP
 
+    def add(self, track: PeerVideoTrack) -> None:
+        """A switching track arrives (it has set itself up)."""
+        self._tracks.add(track)
+
+    def add_pending(self, track: PeerVideoTrack) -> None:
+        self._pending.add(track)
+
+    def forget_pending(self, track: PeerVideoTrack, retire: bool = True) -> None:
+        self._pending.discard(track)
+        if retire:
+            self._maybe_empty()
+
     def unsubscribe(self, track: PeerVideoTrack) -> None:
         self._tracks.discard(track)
-        if not self._tracks and self._on_empty is not None:
+        self._maybe_empty()
+
+    def _maybe_empty(self) -> None:
+        if not self._tracks and not self._pending and self._on_empty is not None:
             self._on_empty(self)
 
     def publish(self, packet: av.Packet) -> None:
         self.packets_published += 1
         for track in tuple(self._tracks):
             track._offer(packet)
+        if packet.is_keyframe:
+            for track in tuple(self._pending):
+                track._offer_pending(self, packet)
 
     def request_keyframe(self) -> None:
         self._request_keyframe()
 
     def close(self) -> None:
         """End every track (their peers see end of stream)."""
+        for track in tuple(self._pending):  # they play from another hub: they just stay there
+            track.switch_to(track.hub) if track.hub is not None else track.stop()
         for track in tuple(self._tracks):
             track.stop()

@@ -6,6 +6,9 @@ packets to resend) and PLI/FIR (a picture they cannot decode). aiortc's own enco
 robotcam encodes once for everyone, so it reads the same reports per viewer to say which
 viewers are short of bandwidth, and to pace what each one's losses may cost.
 
+What a link must carry is what this viewer is actually sent (measured from the bytes its track
+hands to the sender), not the configured bitrate: a still scene encodes to far less than the
+target, and a browser's REMB only ever climbs to about one and a half times what it receives.
 The figures are smoothed, and the verdict has hysteresis: it turns `short` quickly (after
 SHORT_AFTER seconds of evidence) and back to `good` carefully (after GOOD_AFTER seconds), so
 one noisy report never moves a viewer.
@@ -53,6 +56,7 @@ class LinkEstimate:
         self.needed_bps = needed_bps
         self._now = now
         self.remb_bps: float | None = None
+        self.send_bps: float | None = None  # measured: what this viewer is sent
         self.loss: float | None = None  # fraction, smoothed
         self.jitter_ms: float | None = None
         self.rtt_ms: float | None = None
@@ -67,11 +71,15 @@ class LinkEstimate:
         self._against_since: float | None = None  # when the evidence turned against the verdict
         self._budget = RETRANSMIT_MIN
         self._budget_at = now()
+        self._sent: tuple[float, int] | None = None  # (when, bytes sent so far)
 
     # --- input -------------------------------------------------------------------------------
 
-    def observe(self, packet: Any) -> None:
+    def observe(self, packet: Any, sent_bytes: int | None = None) -> None:
+        """One RTCP packet; `sent_bytes`, the bytes this viewer's track has sent so far."""
         now = self._now()
+        if sent_bytes is not None:
+            self._measure(now, sent_bytes)
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
                 if report.ssrc == self.ssrc:
@@ -90,6 +98,21 @@ class LinkEstimate:
             if self.ssrc in ssrcs:
                 self.remb(bitrate)
         self._assess(now)
+
+    def _measure(self, now: float, sent_bytes: int) -> None:
+        if self._sent is None:
+            self._sent = (now, sent_bytes)
+            return
+        then, before = self._sent
+        if now - then >= 0.5:
+            rate = (sent_bytes - before) * 8 / (now - then)
+            self.send_bps = _ewma(self.send_bps, rate, 0.3)
+            self._sent = (now, sent_bytes)
+
+    @property
+    def carrying_bps(self) -> float:
+        """What the link must carry: the measured rate (or, before a measurement, the target)."""
+        return self.send_bps if self.send_bps is not None else self.needed_bps
 
     def remb(self, bps: float) -> None:
         # drops are believed at once, rises slowly: a link gets worse faster than it gets better
@@ -141,11 +164,16 @@ class LinkEstimate:
         self.resends_refused += 1
         return False
 
+    def reset_verdict(self) -> None:
+        """After a move to another rung: judge afresh against its needs."""
+        self.verdict, self._against_since = "good", None
+
     def _assess(self, now: float) -> None:
         """Move the verdict only after the evidence has held for a while (hysteresis)."""
         estimate, loss = self.estimate_bps, self.loss or 0.0
-        short_now = (estimate is not None and estimate < self.needed_bps * SHORT_RATIO) or loss > LOSS_SHORT
-        room_now = (estimate is None or estimate > self.needed_bps * GOOD_RATIO) and loss < LOSS_GOOD
+        carrying = self.carrying_bps
+        short_now = (estimate is not None and estimate < carrying * SHORT_RATIO) or loss > LOSS_SHORT
+        room_now = (estimate is None or estimate > carrying * GOOD_RATIO) and loss < LOSS_GOOD
         against = short_now if self.verdict == "good" else room_now
         if not against:
             self._against_since = None
@@ -160,7 +188,7 @@ class LinkEstimate:
     def _explain(self) -> str:
         parts = []
         if self.estimate_bps is not None:
-            parts.append(f"estimate {self.estimate_bps / 1000:.0f} kbit/s for {self.needed_bps / 1000:.0f} needed")
+            parts.append(f"estimate {self.estimate_bps / 1000:.0f} kbit/s for {self.carrying_bps / 1000:.0f} sent")
         if self.loss is not None:
             parts.append(f"loss {self.loss * 100:.1f} %")
         return ", ".join(parts)
@@ -174,6 +202,7 @@ class LinkEstimate:
         return {
             "verdict": self.verdict,
             "estimate_kbps": None if estimate is None else round(estimate / 1000),
+            "sent_kbps": None if self.send_bps is None else round(self.send_bps / 1000),
             "loss_percent": rounded(None if self.loss is None else self.loss * 100),
             "rtt_ms": rounded(self.rtt_ms),
             "jitter_ms": rounded(self.jitter_ms),

@@ -30,6 +30,7 @@ from robotcam.config import WebRTCConfig
 from robotcam.hub import PeerVideoTrack
 from robotcam.ice import bound_gathering
 from robotcam.link import LinkEstimate
+from robotcam.rungs import RungPolicy
 from robotcam.pipeline import VideoPipeline
 from robotcam.tasks import TaskSet
 from robotcam.turn import ice_servers
@@ -63,8 +64,9 @@ class PeerSession:
     created: float = field(default_factory=time.monotonic)
     codec: str | None = None
     expiry: asyncio.Task[None] | None = None
-    #: the viewer's link, from the RTCP its browser sends
+    #: the viewer's link, from the RTCP its browser sends, and its rung on the ladder
     link: LinkEstimate | None = None
+    policy: RungPolicy | None = None
     #: what extensions keep per viewer (their own keys); scalars show in /health
     extras: dict[str, Any] = field(default_factory=dict)
     released: bool = False
@@ -80,6 +82,8 @@ class PeerSession:
             "packets_dropped": self.track.packets_dropped,
             "keyframe_requests": self.track.keyframe_requests,
             "link": self.link.describe() if self.link else None,
+            **({"rung": self.policy.rung, "rendition": self.policy.rungs[min(self.policy.rung, len(self.policy.rungs) - 1)].describe(),
+                "rendition_why": self.policy.why, "rendition_moves": self.policy.moves} if self.policy else {}),
             **{k: v for k, v in self.extras.items() if isinstance(v, (str, int, float, bool))},
         }
 
@@ -295,15 +299,20 @@ class PeerManager:
 
     def _watch_link(self, session: PeerSession, sender: RTCRtpSender) -> None:
         """Every RTCP packet the viewer sends for our video passes the link estimate first,
-        which also paces resends: NACKed packets over its budget are not sent again."""
+        which also paces resends (NACKed packets over its budget are not sent again) and moves
+        the viewer along the rendition ladder."""
         link = session.link = LinkEstimate(sender._ssrc, self.pipeline.video.bitrate)
+        policy = session.policy = RungPolicy(lambda: self.pipeline.rungs, link)
         handle = sender._handle_rtcp_packet
 
         async def on_rtcp(packet: Any) -> None:
-            verdict = link.verdict
-            link.observe(packet)
-            if link.verdict != verdict:
-                log.info("viewer %d: link %s (%s)", session.id, link.verdict, link.why)
+            link.observe(packet, session.track.bytes_sent)
+            rung = policy.decide()
+            if rung is not None:
+                log.info("viewer %d: moving to %s (%s): %s", session.id,
+                         "the full stream" if rung == 0 else f"rung {rung}",
+                         policy.rungs[rung].describe(), policy.why)
+                self.pipeline.switch(session.track, rung)
             if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 packet.lost = [seq for seq in packet.lost if link.allow_resend()]
             await handle(packet)

@@ -8,7 +8,10 @@ attached to the hub of the codec they negotiated. What feeds a hub depends on th
                                                  -> Transcoder (VP8 hub, only for VP8 viewers)
 
 A producer runs only while its hub has viewers, so an unwatched robot spends nothing on
-encoding. A supervisor restarts a source that fails, ends or stalls, with capped backoff, while
+encoding. For frame sources each codec also has lower rungs (robotcam/rungs.py): the prepared
+frame is scaled once per rung in use and encoded once per rung, and a viewer's track moves
+between the hubs of its codec at a keyframe (`switch`). Hubs and producers are keyed by stream:
+"H264" for rung 0, "H264/1" for rung 1. A supervisor restarts a source that fails, ends or stalls, with capped backoff, while
 peers stay connected and resume at the next keyframe.
 """
 
@@ -33,6 +36,7 @@ from robotcam.encoder import (
 )
 from robotcam.hub import PacketHub, PeerVideoTrack
 from robotcam.sources import SourceError, VideoSource, open_source
+from robotcam.rungs import Rung, ladder
 from robotcam.sources.select import fallback
 from robotcam.transform import prepare
 
@@ -95,11 +99,15 @@ class SourcePackets:
     def join(self, timeout: float = 2.0) -> None: ...
 
 
-def encoder_settings(video: VideoConfig, h264_codec: str = "libx264") -> EncoderSettings:
+def encoder_settings(video: VideoConfig, h264_codec: str = "libx264", rung: Rung | None = None) -> EncoderSettings:
     return EncoderSettings(
-        fps=video.fps, bitrate=video.bitrate, keyframe_interval=video.keyframe_interval,
-        preset=video.encoder_preset, h264_codec=h264_codec,
+        fps=rung.fps if rung else video.fps, bitrate=rung.bitrate if rung else video.bitrate,
+        keyframe_interval=video.keyframe_interval, preset=video.encoder_preset, h264_codec=h264_codec,
     )
+
+
+def stream_key(codec: str, rung: int) -> str:
+    return codec if rung == 0 else f"{codec}/{rung}"
 
 
 class VideoPipeline:
@@ -115,9 +123,12 @@ class VideoPipeline:
         self.restarts = 0
         self.h264_codec = "libx264"
         self.h264_codec_reason = ""
-        self._hubs: dict[str, PacketHub] = {}
+        self._hubs: dict[str, PacketHub] = {}  # by stream key: "H264", "H264/1", "VP8"
         self._producers: dict[str, Producer] = {}
-        self._frame_encoders: tuple[FrameEncoder, ...] = ()  # read by the source thread
+        self._rungs: list[Rung] = ladder(video)
+        # what the source thread feeds: (encoder, its rung), swapped whole, never mutated
+        self._frame_encoders: tuple[tuple[FrameEncoder, Rung], ...] = ()
+        self._rung_last_pts: dict[int, int] = {}  # source thread only: frame-rate decimation
         self._transcoder: Transcoder | None = None  # read by the source thread
         self._retired: list[Producer] = []
         self._built_for = "frames"  # the kind of source the producers are built for
@@ -172,9 +183,11 @@ class VideoPipeline:
         old, self.video = self.video, video
         if old.encoder != video.encoder or (old.width, old.height) != (video.width, video.height):
             await self._choose_h264_codec()
-        settings = encoder_settings(video, self.h264_codec)
-        for producer in self._producers.values():
-            producer.update(settings)
+        self._rungs = ladder(video)
+        for key, producer in self._producers.items():
+            hub = self._hubs.get(key)
+            rung = self._rungs[min(hub.rung, len(self._rungs) - 1)] if hub else None
+            producer.update(encoder_settings(video, self.h264_codec, rung))
         if self._source_settings(old) != self._source_settings(video):
             log.info("video settings changed: restarting the source")
             async with self._source_lock:
@@ -225,15 +238,22 @@ class VideoPipeline:
 
     def _rebuild_producers(self, source: VideoSource) -> None:
         """A reload switched between a frame source and an encoding one: same hubs and
-        viewers, new producers behind them."""
+        viewers, new producers behind them. A camera that encodes itself has no lower rungs:
+        their viewers go back to the full stream (at its next keyframe)."""
         self._built_for = source.output
-        for codec in list(self._producers):
-            producer = self._producers.pop(codec)
+        for key in list(self._producers):
+            producer = self._producers.pop(key)
             producer.close()
             self._retired.append(producer)
-            self._producers[codec] = self._new_producer(codec, source.output)
-            self._producers[codec].start()
+            hub = self._hubs[key]
+            rung = self._rungs[hub.rung] if hub.rung else None
+            self._producers[key] = self._new_producer(hub.codec, "frames" if rung else source.output, key, rung)
+            self._producers[key].start()
         self._refresh_taps()
+        if source.output != "frames":
+            for hub in [h for h in self._hubs.values() if h.rung]:
+                for track in hub.tracks:
+                    self.switch(track, 0)
 
     # --- from the source thread (SourceSink) ------------------------------------------------
 
@@ -269,9 +289,18 @@ class VideoPipeline:
             return
         source = self.source
         hflip, vflip = (False, False) if source is None or source.handles_transform else self.video.flips
-        frame = prepare(frame, self.video.width, self.video.height, hflip, vflip)
-        for encoder in encoders:
-            encoder.submit(frame)
+        top = prepare(frame, self.video.width, self.video.height, hflip, vflip)
+        scaled: dict[int, av.VideoFrame] = {0: top}
+        for encoder, rung in encoders:
+            if rung.index and rung.fps < self.video.fps:  # a lower frame rate: every n-th frame
+                last = self._rung_last_pts.get(rung.index, -(1 << 62))
+                if top.pts - last < 0.9 / (rung.fps * TIME_BASE):
+                    continue
+                self._rung_last_pts[rung.index] = top.pts
+            picture = scaled.get(rung.index)
+            if picture is None:  # scaled once per rung, whichever codecs use it
+                picture = scaled[rung.index] = prepare(top, rung.width, rung.height, False, False)
+            encoder.submit(picture)
 
     def on_packet(self, packet: av.Packet) -> None:
         now = time.monotonic()
@@ -310,21 +339,39 @@ class VideoPipeline:
         """Per-viewer queue: half a second of frames, enough for a scheduling hiccup."""
         return max(8, round(self.video.fps / 2))
 
-    def attach(self, track: PeerVideoTrack, codec: str) -> None:
+    @property
+    def rungs(self) -> list[Rung]:
+        """The ladder viewers can move on: rung 0 only for a source that encodes itself (the
+        Pi camera: its second, lores stream is not used yet)."""
+        return self._rungs if self._built_for == "frames" else self._rungs[:1]
+
+    def attach(self, track: PeerVideoTrack, codec: str, rung: int = 0) -> None:
         """Subscribe a viewer's track to the codec's hub, starting its producer if idle."""
-        hub = self._hubs.get(codec)
+        self._hub(codec, rung).subscribe(track)
+
+    def switch(self, track: PeerVideoTrack, rung: int) -> None:
+        """Move a viewer to another rung of its codec, at that rung's next keyframe."""
+        codec = track.codec
+        if codec is not None:
+            track.switch_to(self._hub(codec, min(rung, len(self.rungs) - 1)))
+
+    def _hub(self, codec: str, rung: int) -> PacketHub:
+        """The hub of this codec and rung, with its producer started if it was idle."""
+        key = stream_key(codec, rung)
+        hub = self._hubs.get(key)
         if hub is None:
-            producer = self._new_producer(codec, self._built_for)
-            hub = PacketHub(codec, producer.request_keyframe, self._hub_empty)
-            self._hubs[codec], self._producers[codec] = hub, producer
+            producer = self._new_producer(codec, self._built_for, key, self._rungs[rung] if rung else None)
+            hub = PacketHub(codec, producer.request_keyframe, self._hub_empty, key, rung)
+            self._hubs[key], self._producers[key] = hub, producer
             producer.start()
             self._refresh_taps()
-            log.info("%s: %s started for the first viewer", codec, producer.implementation)
-        hub.subscribe(track)
+            what = "for the first viewer" if rung == 0 else f"for rung {rung} ({self._rungs[rung].describe()})"
+            log.info("%s: %s started %s", key, producer.implementation, what)
+        return hub
 
-    def _new_producer(self, codec: str, source_output: str) -> Producer:
-        settings = encoder_settings(self.video, self.h264_codec)
-        publish = self._publisher(codec)
+    def _new_producer(self, codec: str, source_output: str, key: str | None = None, rung: Rung | None = None) -> Producer:
+        settings = encoder_settings(self.video, self.h264_codec, rung)
+        publish = self._publisher(key or codec)
         if source_output == "h264":
             if codec == "H264":
                 return SourcePackets(self)
@@ -339,7 +386,11 @@ class VideoPipeline:
     def _refresh_taps(self) -> None:
         """What the source thread feeds: swapped whole, never mutated in place."""
         producers = tuple(self._producers.values())
-        self._frame_encoders = tuple(p for p in producers if isinstance(p, FrameEncoder))
+        rung_of = {key: self._hubs[key].rung if key in self._hubs else 0 for key in self._producers}
+        self._frame_encoders = tuple(
+            (p, self._rungs[min(rung_of[key], len(self._rungs) - 1)])
+            for key, p in self._producers.items() if isinstance(p, FrameEncoder)
+        )
         self._transcoder = next((p for p in producers if isinstance(p, Transcoder)), None)
 
     def _publisher(self, codec: str) -> Callable[[av.Packet], None]:
@@ -350,9 +401,9 @@ class VideoPipeline:
         return publish
 
     def _hub_empty(self, hub: PacketHub) -> None:
-        if self._hubs.get(hub.codec) is hub:
-            self._retire(hub.codec)
-            log.info("%s: stopped, no viewers left", hub.codec)
+        if self._hubs.get(hub.name) is hub:
+            self._retire(hub.name)
+            log.info("%s: stopped, no viewers left", hub.name)
 
     def _retire(self, codec: str) -> None:
         self._hubs.pop(codec, None)
@@ -455,7 +506,9 @@ class VideoPipeline:
                     "frames_skipped": getattr(producer, "frames_skipped", 0),
                     "keyframes": getattr(producer, "keyframes_out", 0),
                     "viewers": len(self._hubs[codec]) if codec in self._hubs else 0,
+                    "rung": self._hubs[codec].rung if codec in self._hubs else 0,
                 }
                 for codec, producer in self._producers.items()
             },
+            "renditions": [rung.describe() for rung in self.rungs],
         }

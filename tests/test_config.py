@@ -70,7 +70,7 @@ BAD_YAML: list[tuple[str, list[str]]] = [
     ("just text", ["(top level): must be a mapping of sections such as 'video:' (got text)"]),
     ("vidoe: {fps: 30}", ["vidoe: unknown key (did you mean 'video'?)"]),
     ("video: {fsp: 30}", ["video.fsp: unknown key (did you mean 'fps'?)"]),
-    ("video: {colour: red}", ["video.colour: unknown key (known keys: source, device, input_format, file, width, height, fps, bitrate, keyframe_interval, encoder_preset, stall_timeout, hflip, vflip, rotation, encoder, picamera)"]),
+    ("video: {colour: red}", ["video.colour: unknown key (known keys: source, device, input_format, file, width, height, fps, bitrate, keyframe_interval, encoder_preset, stall_timeout, hflip, vflip, rotation, encoder, picamera, adaptive, renditions)"]),
     ("video: [640, 480]", ["video: must be a mapping of keys (got a list)"]),
     ("video: {width: '640'}", ["video.width: must be an integer (got text '640')"]),
     ("video: {width: 640.5}", ["video.width: must be an integer (got 640.5)"]),
