@@ -203,6 +203,30 @@ class ControlConfig(Section):
     max_messages_per_second: float = Field(50.0, ge=1, le=1000)
 
 
+class SnapshotConfig(Section):
+    """GET /snapshot.jpg: the latest picture, JPEG-encoded only when asked for."""
+
+    quality: int = Field(85, ge=1, le=100)
+
+
+class MjpegConfig(Section):
+    """GET /stream.mjpg: one shared JPEG encoder while at least one client watches."""
+
+    fps: float = Field(10.0, gt=0, le=30)
+    quality: int = Field(75, ge=1, le=100)
+    max_clients: int = Field(8, ge=1, le=100)
+
+
+class RecordingConfig(Section):
+    """The camera's H.264 written as it is into fragmented MP4 segments, oldest deleted first."""
+
+    enabled: bool = False
+    path: str = "/var/lib/robotcam/recordings"
+    segment_seconds: float = Field(60.0, ge=1, le=3600)
+    max_bytes: int = Field(4_000_000_000, ge=0)  # 0: no byte limit
+    max_age: float = Field(7 * 86400.0, ge=0)  # seconds; 0: no age limit
+
+
 class LoggingConfig(Section):
     level: LogLevel = "info"
 
@@ -214,6 +238,9 @@ class Config(Section):
     talkback: TalkbackConfig = TalkbackConfig()
     webrtc: WebRTCConfig = WebRTCConfig()
     control: ControlConfig = ControlConfig()
+    snapshot: SnapshotConfig = SnapshotConfig()
+    mjpeg: MjpegConfig = MjpegConfig()
+    recording: RecordingConfig = RecordingConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="before")

@@ -34,11 +34,13 @@ from robotcam.encoder import (
 from robotcam.hub import PacketHub, PeerVideoTrack
 from robotcam.sources import SourceError, VideoSource, open_source
 from robotcam.sources.select import fallback
+from robotcam.stills import LatestPicture
 from robotcam.transform import prepare
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+STILL_MAX_AGE = 2.0  # seconds: an older newest frame is no current picture
 FPS_WINDOW = 2.0  # seconds of frame times behind the measured fps
 
 SourceFactory = Callable[[VideoConfig], tuple[VideoSource, str]]
@@ -130,6 +132,7 @@ class VideoPipeline:
         self.last_frame_at: float | None = None
         self._source_started_at = 0.0
         self.first_frame = asyncio.Event()
+        self.latest = LatestPicture()  # for stills: a reference to the newest picture
         self._source_lock = asyncio.Lock()  # one restart at a time: supervisor or reload
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -211,6 +214,7 @@ class VideoPipeline:
         self.source_name, self.source_reason = source.name, why
         self.source = source
         self._clock_offset = None
+        self.latest.clear()
         if source.output != self._built_for:
             self._rebuild_producers(source)
         self._source_started_at = time.monotonic()
@@ -264,6 +268,7 @@ class VideoPipeline:
         now = time.monotonic()
         frame.pts, frame.time_base = self._stamp(now), TIME_BASE
         self._count(now)
+        self.latest.on_frame(frame)
         encoders = self._frame_encoders
         if not encoders:
             return
@@ -281,6 +286,7 @@ class VideoPipeline:
         )
         packet.pts, packet.time_base = self._stamp(now, source_seconds), TIME_BASE
         self._count(now)
+        self.latest.on_packet(packet)
         hub = self._hubs.get("H264")
         if hub is not None:
             self._call_soon(hub.publish, packet)
@@ -303,6 +309,28 @@ class VideoPipeline:
             loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # loop closed between the check and the call: shutting down
             pass
+
+    # --- stills ------------------------------------------------------------------------------
+
+    def picture(self) -> av.VideoFrame:
+        """The newest picture, yuv420p at the configured size (blocking: call it in a thread).
+        Raises StillError when there is none."""
+        source = self.source
+        flips = (False, False) if source is None or source.handles_transform else self.video.flips
+        capture = source.capture_picture if source is not None and source.output == "h264" else None
+        return self.latest.picture(self.video.width, self.video.height, flips, capture)
+
+    def picture_problem(self) -> str | None:
+        """Why no current picture can be had now (stalled, failed, not started), or None."""
+        age = self.last_frame_age()
+        fresh = age is not None and age <= max(STILL_MAX_AGE, 3 / self.video.fps)
+        if self.healthy() and fresh:
+            return None
+        if self.reason:
+            return self.reason
+        if age is None:
+            return "no picture yet: the camera has not delivered a frame"
+        return f"the camera delivered no frame for {age:.1f} s"
 
     # --- viewers ----------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from aiohttp import web
 
 from robotcam.audio.http import add_routes as add_audio_routes
 from robotcam.daemon import Daemon
+from robotcam.media_http import add_routes as add_media_routes
+from robotcam.media_http import is_api as is_media_api
 from robotcam.peers import OfferError
 from robotcam.signaling import add_routes as add_signaling_routes
 
@@ -57,7 +59,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def _is_api(request: web.Request) -> bool:
-    return request.path in ("/offer", "/connect", "/health") or request.path.startswith("/api/")
+    return (
+        request.path in ("/offer", "/connect", "/health")
+        or request.path.startswith("/api/")
+        or is_media_api(request.path)
+    )
 
 
 async def read_offer(request: web.Request, limit: int) -> str:
@@ -144,5 +150,6 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/api/config", client_config)
     add_signaling_routes(app, daemon)  # /whep, /whep/{key}, /ws
     add_audio_routes(app, daemon)  # /api/talk, /api/events, /robotcam-ca.crt
+    add_media_routes(app, daemon)  # /snapshot.jpg, /stream.mjpg, /metrics, /api/recordings
     app.router.add_static("/static/", web_root(), show_index=False, append_version=False)
     return app
