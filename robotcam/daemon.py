@@ -17,6 +17,7 @@ from robotcam.config import Config
 from robotcam.control import ControlBridge
 from robotcam.events import EventHub
 from robotcam.ice import pin_host_addresses
+from robotcam.metrics import Metrics
 from robotcam.mjpeg import MjpegBroadcaster
 from robotcam.peers import PeerManager
 from robotcam.pipeline import SourceFactory, VideoPipeline
@@ -62,6 +63,9 @@ class Daemon:
         self.snapshots = Snapshots(self.pipeline, config.snapshot)  # GET /snapshot.jpg
         self.mjpeg = MjpegBroadcaster(self.pipeline, config.mjpeg)  # GET /stream.mjpg
         self.components += [self.snapshots, self.mjpeg]
+        # GET /metrics; components may add their own metrics to self.metrics.registry
+        self.metrics = Metrics(self)
+        self.peers.extensions.append(self.metrics.viewers)
         self.started_at = time.monotonic()
         self._unpin = lambda: None
         self._started: list[Component] = []

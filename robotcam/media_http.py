@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from robotcam.daemon import Daemon
 from robotcam.mjpeg import MjpegFull
@@ -47,6 +48,7 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
     app[_DAEMON] = daemon
     app.router.add_get("/snapshot.jpg", snapshot)
     app.router.add_get("/stream.mjpg", mjpeg_stream)
+    app.router.add_get("/metrics", metrics)
     app.on_shutdown.append(_end_streams)
 
 
@@ -110,3 +112,8 @@ async def mjpeg_stream(request: web.Request) -> web.StreamResponse:
     finally:
         daemon.mjpeg.leave(client)
     return response
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = await request.app[_DAEMON].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

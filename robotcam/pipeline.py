@@ -43,6 +43,9 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STILL_MAX_AGE = 2.0  # seconds: an older newest frame is no current picture
 FPS_WINDOW = 2.0  # seconds of frame times behind the measured fps
 
+#: producer counters that /metrics reports as totals, kept across producers' lives
+COUNTED = ("frames_encoded", "frames_skipped", "keyframes_forced")
+
 SourceFactory = Callable[[VideoConfig], tuple[VideoSource, str]]
 
 
@@ -71,9 +74,10 @@ class SourcePackets:
 
     def __init__(self, pipeline: VideoPipeline) -> None:
         self._pipeline = pipeline
-        self.frames_encoded = 0  # encoded by the camera; counted by the pipeline
+        self.frames_encoded = 0  # encoded by the camera; counted by the pipeline as they pass
         self.frames_skipped = 0
         self.keyframes_out = 0
+        self.keyframes_forced = 0  # requests passed to the camera, which merges close ones
         self.alive = True
 
     @property
@@ -87,6 +91,7 @@ class SourcePackets:
     def request_keyframe(self) -> None:
         source = self._pipeline.source
         if source is not None:
+            self.keyframes_forced += 1
             source.request_keyframe()
 
     def update(self, settings: EncoderSettings) -> None: ...
@@ -122,6 +127,7 @@ class VideoPipeline:
         self._frame_encoders: tuple[FrameEncoder, ...] = ()  # read by the source thread
         self._transcoder: Transcoder | None = None  # read by the source thread
         self._retired: list[Producer] = []
+        self._counted: dict[str, collections.Counter[str]] = {}  # of producers gone, per codec
         self._built_for = "frames"  # the kind of source the producers are built for
         self._supervisor: asyncio.Task[None] | None = None
         self._epoch = time.monotonic()
@@ -234,6 +240,7 @@ class VideoPipeline:
         for codec in list(self._producers):
             producer = self._producers.pop(codec)
             producer.close()
+            self._fold_counts(codec, producer)
             self._retired.append(producer)
             self._producers[codec] = self._new_producer(codec, source.output)
             self._producers[codec].start()
@@ -289,6 +296,9 @@ class VideoPipeline:
         self.latest.on_packet(packet)
         hub = self._hubs.get("H264")
         if hub is not None:
+            producer = self._producers.get("H264")
+            if isinstance(producer, SourcePackets):
+                producer.frames_encoded += 1
             self._call_soon(hub.publish, packet)
         transcoder = self._transcoder
         if transcoder is not None:
@@ -388,7 +398,23 @@ class VideoPipeline:
         self._refresh_taps()
         if producer is not None:
             producer.close()  # threads end by themselves; stop() joins them
+            self._fold_counts(codec, producer)
             self._retired = [p for p in self._retired if p.alive] + [producer]
+
+    def _fold_counts(self, codec: str, producer: Producer) -> None:
+        counted = self._counted.setdefault(codec, collections.Counter())
+        for name in COUNTED:
+            counted[name] += getattr(producer, name, 0)
+
+    def encoder_totals(self) -> dict[str, dict[str, int]]:
+        """Per codec, frames encoded/skipped and keyframes forced since the daemon started,
+        over every producer that has run (they stop when their last viewer leaves)."""
+        totals = {codec: collections.Counter(counted) for codec, counted in self._counted.items()}
+        for codec, producer in self._producers.items():
+            counted = totals.setdefault(codec, collections.Counter())
+            for name in COUNTED:
+                counted[name] += getattr(producer, name, 0)
+        return {codec: {name: counted[name] for name in COUNTED} for codec, counted in totals.items()}
 
     @property
     def encoders(self) -> dict[str, Producer]:
