@@ -21,6 +21,7 @@ from robotcam.metrics import Metrics
 from robotcam.mjpeg import MjpegBroadcaster
 from robotcam.peers import PeerManager
 from robotcam.pipeline import SourceFactory, VideoPipeline
+from robotcam.recorder import Recorder
 from robotcam.sources import open_source
 from robotcam.stills import Snapshots
 
@@ -62,7 +63,8 @@ class Daemon:
         self.peers.extensions += [self.audio.extension, self.talkback.extension]
         self.snapshots = Snapshots(self.pipeline, config.snapshot)  # GET /snapshot.jpg
         self.mjpeg = MjpegBroadcaster(self.pipeline, config.mjpeg)  # GET /stream.mjpg
-        self.components += [self.snapshots, self.mjpeg]
+        self.recorder = Recorder(self.pipeline, config.recording)  # fMP4 segments, /api/recordings
+        self.components += [self.snapshots, self.mjpeg, self.recorder]
         # GET /metrics; components may add their own metrics to self.metrics.registry
         self.metrics = Metrics(self)
         self.peers.extensions.append(self.metrics.viewers)

@@ -49,6 +49,8 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
     app.router.add_get("/snapshot.jpg", snapshot)
     app.router.add_get("/stream.mjpg", mjpeg_stream)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/recordings", recordings)
+    app.router.add_get("/api/recordings/{name}", recording)
     app.on_shutdown.append(_end_streams)
 
 
@@ -117,3 +119,28 @@ async def mjpeg_stream(request: web.Request) -> web.StreamResponse:
 async def metrics(request: web.Request) -> web.Response:
     body = await request.app[_DAEMON].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def recordings(request: web.Request) -> web.Response:
+    """The segments in recording.path, oldest first: name, start, duration, bytes."""
+    recorder = request.app[_DAEMON].recorder
+    segments = await asyncio.to_thread(recorder.list_segments)
+    return web.json_response({
+        "recording": recorder.health(),
+        "segments": [segment.as_json() for segment in segments],
+    })
+
+
+async def recording(request: web.Request) -> web.StreamResponse:
+    """One segment, by the name the listing gave; nothing else, and nothing outside the folder."""
+    name = request.match_info["name"]
+    recorder = request.app[_DAEMON].recorder
+    path = recorder.segment_path(name)
+    if path is None:
+        return _error(400, f"not a recording's name: {name!r} (see GET /api/recordings)")
+    if not await asyncio.to_thread(path.is_file):
+        return _error(404, f"no recording named {name!r}")
+    return web.FileResponse(path, headers={
+        "Content-Type": "video/mp4",
+        "Content-Disposition": f'attachment; filename="{name}"',
+    })

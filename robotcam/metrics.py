@@ -236,6 +236,23 @@ class DaemonCollector(Collector):
         frames.add_metric([], mjpeg.frames_encoded)
         yield from (clients, frames)
 
+        recorder = daemon.recorder
+        recording = GaugeMetricFamily(
+            "robotcam_recording_up", "1 while recording, 0 when failed or off")
+        recording.add_metric([], 1 if recorder.state == "recording" else 0)
+        written = CounterMetricFamily(
+            "robotcam_recording_bytes", "Bytes of recorded segments finished")
+        written.add_metric([], recorder.bytes_written)
+        segments = CounterMetricFamily("robotcam_recording_segments", "Recorded segments finished")
+        segments.add_metric([], recorder.segments_written)
+        deleted = CounterMetricFamily(
+            "robotcam_recording_segments_deleted", "Segments deleted to stay within the budget")
+        deleted.add_metric([], recorder.segments_deleted)
+        failures = CounterMetricFamily(
+            "robotcam_recording_failures", "Recording failures (full disk, unwritable folder)")
+        failures.add_metric([], recorder.failures)
+        yield from (recording, written, segments, deleted, failures)
+
 
 class Metrics:
     """The daemon's registry, and what feeds it."""
