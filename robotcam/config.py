@@ -300,10 +300,15 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(str(path), ["cannot read file: not UTF-8 text"]) from None
     config = parse_config(text, str(path))
+    # relative paths are relative to the config file, not to wherever the daemon was started
+    # (/ under systemd)
     if config.video.file and not Path(config.video.file).is_absolute():
-        # relative to the config file, not to wherever the daemon was started (/ under systemd)
         video = config.video.model_copy(update={"file": str(Path(path).parent / config.video.file)})
         config = config.model_copy(update={"video": video})
+    if not Path(config.recording.path).is_absolute():
+        recording = config.recording.model_copy(
+            update={"path": str(Path(path).parent / config.recording.path)})
+        config = config.model_copy(update={"recording": recording})
     return config
 
 
