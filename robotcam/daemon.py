@@ -63,7 +63,7 @@ class Daemon:
         self.peers.extensions += [self.audio.extension, self.talkback.extension]
         self.snapshots = Snapshots(self.pipeline, config.snapshot)  # GET /snapshot.jpg
         self.mjpeg = MjpegBroadcaster(self.pipeline, config.mjpeg)  # GET /stream.mjpg
-        self.recorder = Recorder(self.pipeline, config.recording)  # fMP4 segments, /api/recordings
+        self.recorder = Recorder(self.pipeline, config.recording, self.audio)  # fMP4 segments, /api/recordings
         self.components += [self.snapshots, self.mjpeg, self.recorder]
         # GET /metrics; components may add their own metrics to self.metrics.registry
         self.metrics = Metrics(self)

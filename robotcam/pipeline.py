@@ -471,6 +471,10 @@ class VideoPipeline:
 
     # --- measurements -----------------------------------------------------------------------
 
+    def clock(self, at: float) -> float:
+        """Seconds on the pipeline's clock (what video pts count, / 90 kHz) at monotonic `at`."""
+        return at - self._epoch
+
     def measured_fps(self) -> float:
         now = time.monotonic()
         times = [t for t in tuple(self._frame_times) if now - t <= FPS_WINDOW]

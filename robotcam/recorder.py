@@ -3,7 +3,9 @@
 The recorder is one more reader of the pipeline's H.264 hub (a PeerVideoTrack, like a viewer's,
 so the encoder runs while it records, and it never counts against webrtc.max_peers). Packets
 are remuxed with PyAV's mp4 muxer (`frag_keyframe+empty_moov+default_base_moof`): no decode,
-no re-encode. Each segment starts at a keyframe, asked for when the segment is due, so every
+no re-encode. When there is sound, the shared Opus packets every viewer gets are muxed beside
+the video (a PeerAudioTrack on the audio hub); the sound card's clock is tied to the video's
+once per segment, from when its first packet arrives, so drift cannot add up over hours. Each segment starts at a keyframe, asked for when the segment is due, so every
 file plays on its own; names are the UTC start time, so they sort by time.
 
 The disk never takes the live view down: a write that fails (full disk, read-only or missing
@@ -16,11 +18,13 @@ All file work runs in threads, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import logging
 import os
 import re
 import shutil
+import struct
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +35,10 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError
 
+from robotcam.audio.clock import LAYOUTS
+from robotcam.audio.component import AudioComponent
+from robotcam.audio.fanout import PeerAudioTrack
+from robotcam.audio.opus import OPUS_RATE, OPUS_TIME_BASE
 from robotcam.config import Config, RecordingConfig
 from robotcam.encoder import TIME_BASE
 from robotcam.hub import PeerVideoTrack
@@ -45,6 +53,16 @@ NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 #: what a segment's name looks like: the UTC start time, and a number when two share a second
 NAME = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d{1,4}))?\.mp4$")
 MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+OPUS_PRE_SKIP = 312  # libopus's lookahead at 48 kHz, in samples (what its own OpusHead says)
+AUDIO_BACKLOG = 500  # Opus packets (10 s) waiting for the next video packet, at most
+
+#: (pipeline-clock seconds at arrival, Opus packet)
+Sound = tuple[float, av.Packet]
+
+
+def opus_head(channels: int) -> bytes:
+    """The Opus identification header MP4's dOps box is made from (RFC 7845, mapping 0)."""
+    return b"OpusHead" + struct.pack("<BBHIhB", 1, channels, OPUS_PRE_SKIP, OPUS_RATE, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -89,19 +107,28 @@ def probe_duration(path: Path) -> float | None:
 class Segment:
     """One MP4 file being written. Blocking methods: called in a thread."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float) -> None:
+    def __init__(self, path: Path, width: int, height: int, fps: float, channels: int | None) -> None:
         self.path = path
         self.container = av.open(str(path), "w", format="mp4", options=MP4_OPTIONS)
         self.stream = self.container.add_stream("h264", rate=Fraction(fps).limit_denominator(1001))
         self.stream.width, self.stream.height = width, height
         self.stream.time_base = TIME_BASE
+        self.audio: Any = None
+        if channels:
+            self.audio = self.container.add_stream("opus", rate=OPUS_RATE)
+            self.audio.layout = LAYOUTS[channels]
+            self.audio.time_base = OPUS_TIME_BASE
+            self.audio.codec_context.extradata = opus_head(channels)
         self.first_pts: int | None = None
         self.last_pts: int | None = None
         self.frames = 0
-        self.started_at = time.monotonic()
+        self.sound_packets = 0
+        self._audio_offset: float | None = None  # sound card clock -> pipeline clock, seconds
+        self._last_audio_pts = -1
 
-    def write(self, packet: av.Packet) -> None:
-        """Remux one packet (a copy: the hub's packet also goes to every viewer)."""
+    def write(self, packet: av.Packet, sounds: list[Sound]) -> None:
+        """Remux one video packet (a copy: the hub's packet also goes to every viewer), then
+        the sound that arrived with it."""
         if self.first_pts is None:
             self.first_pts = packet.pts
         copy = av.Packet(bytes(packet))
@@ -112,6 +139,26 @@ class Segment:
         self.container.mux(copy)
         self.last_pts = packet.pts
         self.frames += 1
+        self.write_sounds(sounds)
+
+    def write_sounds(self, sounds: list[Sound]) -> None:
+        if self.audio is None or self.first_pts is None:
+            return
+        start = float(self.first_pts * TIME_BASE)
+        for arrived, packet in sounds:
+            seconds = float(packet.pts * packet.time_base)
+            if self._audio_offset is None:
+                self._audio_offset = arrived - seconds
+            pts = round((seconds + self._audio_offset - start) * OPUS_RATE)
+            if pts < 0 or pts <= self._last_audio_pts:
+                continue  # from before this segment's first frame
+            copy = av.Packet(bytes(packet))
+            copy.pts = copy.dts = pts
+            copy.time_base = OPUS_TIME_BASE
+            copy.stream = self.audio
+            self.container.mux(copy)
+            self._last_audio_pts = pts
+            self.sound_packets += 1
 
     @property
     def seconds(self) -> float:
@@ -140,11 +187,16 @@ class Recorder:
 
     name = "recording"
 
-    def __init__(self, pipeline: VideoPipeline, config: RecordingConfig) -> None:
+    def __init__(
+        self, pipeline: VideoPipeline, config: RecordingConfig, audio: AudioComponent | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.config = config
+        self.audio = audio
         self._tasks = TaskSet()
         self._track: PeerVideoTrack | None = None
+        self._sound_track: PeerAudioTrack | None = None
+        self._sounds: collections.deque[Sound] = collections.deque(maxlen=AUDIO_BACKLOG)
         self._segment: Segment | None = None
         self._durations: dict[tuple[str, int], float | None] = {}  # (name, size) -> seconds
         self.state = "off"  # off | starting | recording | failed
@@ -243,6 +295,9 @@ class Recorder:
         track, self._track = self._track, None
         if track is not None:
             track.stop()
+        sound_track, self._sound_track = self._sound_track, None
+        if sound_track is not None:
+            sound_track.stop()  # its reader task ends with it
         segment, self._segment = self._segment, None
         if segment is not None:
             try:
@@ -256,28 +311,59 @@ class Recorder:
     async def _record(self) -> None:
         track = self._track = PeerVideoTrack(max(16, round(self.pipeline.video.fps * 2)), number=0)
         self.pipeline.attach(track, "H264")  # asks for a keyframe: the first segment starts at once
-        wanted_keyframe_at = None
+        self._listen()
+        asked = False
         while True:
             try:
                 packet = await track.recv()
             except MediaStreamError:
                 return
+            sounds = list(self._sounds)
+            self._sounds.clear()
             segment = self._segment
             due = segment is not None and segment.seconds >= self.config.segment_seconds
-            if due and wanted_keyframe_at is None:
-                wanted_keyframe_at = time.monotonic()
+            if due and not asked:
+                asked = True
                 track.request_keyframe()  # start the next segment promptly
             if segment is None or (due and packet.is_keyframe):
                 if not packet.is_keyframe:
                     continue  # a track starts at a keyframe; after an overflow it waits again
+                if segment is not None:
+                    await asyncio.to_thread(segment.write_sounds, sounds)  # the old one's tail
+                    sounds = []
                 segment = await self._next_segment()
-                wanted_keyframe_at = None
-            await asyncio.to_thread(segment.write, packet)
+                asked = False
+            await asyncio.to_thread(segment.write, packet, sounds)
             self.frames += 1
             if self.state != "recording":
                 if self.state == "failed" or self.failures:
                     log.info("recording resumed: %s", segment.path)
                 self.state, self.reason = "recording", None
+
+    def _listen(self) -> None:
+        """When there is sound, take the shared Opus packets too, as a viewer does."""
+        audio = self.audio
+        if audio is None or audio.source is None:
+            return
+        self._sounds.clear()
+        track = self._sound_track = PeerAudioTrack(number=0, queue_size=50)
+        audio.hub.subscribe(track)
+        self._tasks.spawn(self._hear(track), "robotcam-recorder-sound")
+
+    async def _hear(self, track: PeerAudioTrack) -> None:
+        while True:
+            try:
+                packet = await track.recv()
+            except MediaStreamError:
+                return
+            if isinstance(packet, av.Packet):
+                self._sounds.append((self.pipeline.clock(time.monotonic()), packet))
+
+    def _channels(self) -> int | None:
+        """The Opus stream's channels when sound is being recorded, else None."""
+        if self._sound_track is None or self.audio is None or self.audio.source is None:
+            return None
+        return self.audio.audio.channels
 
     async def _next_segment(self) -> Segment:
         old, self._segment = self._segment, None
@@ -296,7 +382,7 @@ class Recorder:
             path = self.folder / f"{stamp}-{number}.mp4"
             number += 1
         video = self.pipeline.video
-        return Segment(path, video.width, video.height, video.fps)
+        return Segment(path, video.width, video.height, video.fps, self._channels())
 
     async def _finished(self, segment: Segment) -> None:
         if segment.frames == 0:

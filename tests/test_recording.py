@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import pytest
 
 from robotcam.config import Config
@@ -22,10 +23,12 @@ from tests.viewer import Viewer, advancing
 FPS = 30
 
 
-def recording_config(path: Path, **recording: Any) -> Config:
+def recording_config(path: Path, sound: str = "none", **recording: Any) -> Config:
     values = {"enabled": True, "path": str(path), "segment_seconds": 1.0, "max_bytes": 0}
     values.update(recording)
-    return make_config(video={"fps": FPS, "keyframe_interval": 2.0}, recording=values)
+    return make_config(
+        video={"fps": FPS, "keyframe_interval": 2.0}, audio={"source": sound}, recording=values,
+    )
 
 
 def with_recording(config: Config, **recording: Any) -> Config:
@@ -38,11 +41,22 @@ def decode_segment(path: Path) -> list[tuple[bool, int | None]]:
         return [(frame.key_frame, decode_frame_number(frame)) for frame in container.decode(video=0)]
 
 
+def sound_seconds(path: Path) -> tuple[float, float]:
+    """(seconds of sound decoded, its strongest frequency in Hz) of a segment's audio stream."""
+    with av.open(str(path)) as container:
+        samples = np.concatenate([
+            frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
+        ]).astype(np.float64)
+        rate = container.streams.audio[0].sample_rate
+    spectrum = np.abs(np.fft.rfft(samples))
+    return len(samples) / rate, float(np.argmax(spectrum) * rate / len(samples))
+
+
 async def test_segments_play_from_their_first_frame_cover_the_time_and_are_kept_in_budget(
     robot_factory, tmp_path
 ) -> None:
     folder = tmp_path / "recordings" / "not-yet-there"
-    robot = await robot_factory(recording_config(folder))
+    robot = await robot_factory(recording_config(folder, sound="tone"))
     daemon, recorder = robot.daemon, robot.daemon.recorder
     await wait_until(lambda: recorder.state == "recording", what="recording started")
     started = time.monotonic()
@@ -60,6 +74,11 @@ async def test_segments_play_from_their_first_frame_cover_the_time_and_are_kept_
         assert decoded and decoded[0][0], f"{name} does not start with a keyframe"
         assert all(number is not None for _, number in decoded), name
         frames += decoded
+        if name not in (names[0], names[-1]):  # the sound starts a little after the video
+            seconds, pitch = await asyncio.to_thread(sound_seconds, folder / name)
+            video_seconds = len(decoded) / FPS
+            assert abs(seconds - video_seconds) <= 0.15, (name, seconds, video_seconds)
+            assert abs(pitch - 440) < 5, pitch
     numbers = [number for _, number in frames]
     # no frame lost or repeated at segment boundaries, and as many as the time recorded
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
