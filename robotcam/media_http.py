@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from robotcam.daemon import Daemon
+from robotcam.http_errors import json_error
 from robotcam.mjpeg import MjpegFull
 from robotcam.stills import StillError
 
@@ -54,10 +54,6 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
     app.on_shutdown.append(_end_streams)
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
-
-
 def cameras(daemon: Daemon) -> list[str]:
     """The cameras' names. One for now; issue #11 adds more."""
     return ["main"]
@@ -69,7 +65,7 @@ def unknown_camera(request: web.Request) -> web.Response | None:
     name = request.query.get("camera", names[0])
     if name in names:
         return None
-    return _error(404, f"unknown camera {name!r}", cameras=names)
+    return json_error(404, f"unknown camera {name!r}", cameras=names)
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -83,7 +79,7 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     try:
         jpeg = await request.app[_DAEMON].snapshots.jpeg()
     except StillError as exc:
-        return _error(503, f"no snapshot: {exc}")
+        return json_error(503, f"no snapshot: {exc}")
     return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
@@ -93,11 +89,11 @@ async def mjpeg_stream(request: web.Request) -> web.StreamResponse:
     daemon = request.app[_DAEMON]
     problem = daemon.pipeline.picture_problem()
     if problem is not None:
-        return _error(503, f"no stream: {problem}")
+        return json_error(503, f"no stream: {problem}")
     try:
         client = daemon.mjpeg.join()
     except MjpegFull as exc:
-        return _error(503, str(exc), max_clients=daemon.mjpeg.config.max_clients)
+        return json_error(503, str(exc), max_clients=daemon.mjpeg.config.max_clients)
     response = web.StreamResponse(headers={
         "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         "Cache-Control": "no-store",
@@ -137,9 +133,9 @@ async def recording(request: web.Request) -> web.StreamResponse:
     recorder = request.app[_DAEMON].recorder
     path = recorder.segment_path(name)
     if path is None:
-        return _error(400, f"not a recording's name: {name!r} (see GET /api/recordings)")
+        return json_error(400, f"not a recording's name: {name!r} (see GET /api/recordings)")
     if not await asyncio.to_thread(path.is_file):
-        return _error(404, f"no recording named {name!r}")
+        return json_error(404, f"no recording named {name!r}")
     return web.FileResponse(path, headers={
         "Content-Type": "video/mp4",
         "Content-Disposition": f'attachment; filename="{name}"',

@@ -213,45 +213,30 @@ class DaemonCollector(Collector):
         control.add_metric(["to_robot"], daemon.control.to_robot)
         control.add_metric(["from_robot"], daemon.control.from_robot)
         yield control
-        talks = CounterMetricFamily(
-            "robotcam_talk_sessions", "Times a viewer took the talk-back line")
-        talks.add_metric([], daemon.talkback.talks)
-        yield talks
-
-        snapshots = daemon.snapshots
-        served = CounterMetricFamily("robotcam_snapshots", "Snapshots answered")
-        served.add_metric([], snapshots.served)
-        failed = CounterMetricFamily(
-            "robotcam_snapshot_failures", "Snapshot requests refused (no current picture)")
-        failed.add_metric([], snapshots.failures)
-        seconds = CounterMetricFamily(
-            "robotcam_snapshot_encode_seconds", "Time spent making snapshot JPEGs")
-        seconds.add_metric([], snapshots.encode_seconds)
-        yield from (served, failed, seconds)
-
-        mjpeg = daemon.mjpeg
-        clients = GaugeMetricFamily("robotcam_mjpeg_clients", "MJPEG clients connected")
-        clients.add_metric([], len(mjpeg))
-        frames = CounterMetricFamily("robotcam_mjpeg_frames_encoded", "MJPEG frames encoded (once for all clients)")
-        frames.add_metric([], mjpeg.frames_encoded)
-        yield from (clients, frames)
-
-        recorder = daemon.recorder
-        recording = GaugeMetricFamily(
-            "robotcam_recording_up", "1 while recording, 0 when failed or off")
-        recording.add_metric([], 1 if recorder.state == "recording" else 0)
-        written = CounterMetricFamily(
-            "robotcam_recording_bytes", "Bytes of recorded segments finished")
-        written.add_metric([], recorder.bytes_written)
-        segments = CounterMetricFamily("robotcam_recording_segments", "Recorded segments finished")
-        segments.add_metric([], recorder.segments_written)
-        deleted = CounterMetricFamily(
-            "robotcam_recording_segments_deleted", "Segments deleted to stay within the budget")
-        deleted.add_metric([], recorder.segments_deleted)
-        failures = CounterMetricFamily(
-            "robotcam_recording_failures", "Recording failures (full disk, unwritable folder)")
-        failures.add_metric([], recorder.failures)
-        yield from (recording, written, segments, deleted, failures)
+        snapshots, mjpeg, recorder = daemon.snapshots, daemon.mjpeg, daemon.recorder
+        for family, name, documentation, value in (
+            (CounterMetricFamily, "robotcam_talk_sessions", "Times a viewer took the talk-back line",
+             daemon.talkback.talks),
+            (CounterMetricFamily, "robotcam_snapshots", "Snapshots answered", snapshots.served),
+            (CounterMetricFamily, "robotcam_snapshot_failures",
+             "Snapshot requests refused (no current picture)", snapshots.failures),
+            (CounterMetricFamily, "robotcam_snapshot_encode_seconds",
+             "Time spent making snapshot JPEGs", snapshots.encode_seconds),
+            (GaugeMetricFamily, "robotcam_mjpeg_clients", "MJPEG clients connected", len(mjpeg)),
+            (CounterMetricFamily, "robotcam_mjpeg_frames_encoded",
+             "MJPEG frames encoded (once for all clients)", mjpeg.frames_encoded),
+            (GaugeMetricFamily, "robotcam_recording_up", "1 while recording, 0 when failed or off",
+             1 if recorder.state == "recording" else 0),
+            (CounterMetricFamily, "robotcam_recording_bytes", "Bytes of recorded segments finished",
+             recorder.bytes_written),
+            (CounterMetricFamily, "robotcam_recording_segments", "Recorded segments finished",
+             recorder.segments_written),
+            (CounterMetricFamily, "robotcam_recording_segments_deleted",
+             "Segments deleted to stay within the budget", recorder.segments_deleted),
+            (CounterMetricFamily, "robotcam_recording_failures",
+             "Recording failures (full disk, unwritable folder)", recorder.failures),
+        ):
+            yield family(name, documentation, value=value)
 
 
 class Metrics:

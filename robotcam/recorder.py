@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -105,7 +106,8 @@ def probe_duration(path: Path) -> float | None:
 
 
 class Segment:
-    """One MP4 file being written. Blocking methods: called in a thread."""
+    """One MP4 file being written. Blocking methods, called in threads: a lock keeps them one at
+    a time, because a cancelled `to_thread` write may still be running when close() comes."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, channels: int | None) -> None:
         self.path = path
@@ -125,10 +127,17 @@ class Segment:
         self.sound_packets = 0
         self._audio_offset: float | None = None  # sound card clock -> pipeline clock, seconds
         self._last_audio_pts = -1
+        self._lock = threading.Lock()
+        self._closed = False
 
     def write(self, packet: av.Packet, sounds: list[Sound]) -> None:
         """Remux one video packet (a copy: the hub's packet also goes to every viewer), then
         the sound that arrived with it."""
+        with self._lock:
+            if not self._closed:
+                self._write(packet, sounds)
+
+    def _write(self, packet: av.Packet, sounds: list[Sound]) -> None:
         if self.first_pts is None:
             self.first_pts = packet.pts
         copy = av.Packet(bytes(packet))
@@ -139,9 +148,14 @@ class Segment:
         self.container.mux(copy)
         self.last_pts = packet.pts
         self.frames += 1
-        self.write_sounds(sounds)
+        self._write_sounds(sounds)
 
     def write_sounds(self, sounds: list[Sound]) -> None:
+        with self._lock:
+            if not self._closed:
+                self._write_sounds(sounds)
+
+    def _write_sounds(self, sounds: list[Sound]) -> None:
         if self.audio is None or self.first_pts is None:
             return
         start = float(self.first_pts * TIME_BASE)
@@ -167,11 +181,15 @@ class Segment:
         return float((self.last_pts - self.first_pts) * TIME_BASE)
 
     def close(self) -> None:
-        try:
-            self.container.close()
-        finally:
-            if self.frames == 0:
-                self.path.unlink(missing_ok=True)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.container.close()
+            finally:
+                if self.frames == 0:
+                    self.path.unlink(missing_ok=True)
 
     def discard_if_empty(self) -> None:
         """After a failed write: a file with nothing playable in it goes."""

@@ -10,12 +10,13 @@ import json
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from robotcam.audio.http import add_routes as add_audio_routes
 from robotcam.daemon import Daemon
+from robotcam.http_errors import json_error
 from robotcam.media_http import add_routes as add_media_routes
 from robotcam.media_http import is_api as is_media_api
 from robotcam.peers import OfferError
@@ -35,10 +36,6 @@ def web_root() -> Path:
     if (checkout / "index.html").is_file():
         return checkout
     return Path(str(resources.files("robotcam.web")))
-
-
-def json_error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
 
 
 @web.middleware
