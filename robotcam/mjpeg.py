@@ -82,6 +82,10 @@ class MjpegBroadcaster:
     def __len__(self) -> int:
         return len(self._clients)
 
+    @property
+    def clients(self) -> tuple[MjpegClient, ...]:
+        return tuple(self._clients)
+
     # --- Component --------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -12,7 +12,10 @@ FPS = 10
 
 
 async def test_mjpeg_rate_shared_encoder_slow_client_and_limit(robot_factory) -> None:
-    robot = await robot_factory(make_config(video={"width": 1280, "height": 720}, mjpeg={"fps": FPS, "max_clients": 3, "quality": 100}))
+    # 720p at the best quality: big JPEGs fill a stalled connection's buffers within seconds
+    robot = await robot_factory(make_config(
+        video={"width": 1280, "height": 720}, mjpeg={"fps": FPS, "max_clients": 3, "quality": 100},
+    ))
     mjpeg = robot.daemon.mjpeg
     assert mjpeg.encoders_started == 0  # nothing runs before anyone watches
 
@@ -24,7 +27,7 @@ async def test_mjpeg_rate_shared_encoder_slow_client_and_limit(robot_factory) ->
     await loop.sock_connect(stalled, (robot.http.host, robot.http.port))
     await loop.sock_sendall(stalled, b"GET /stream.mjpg HTTP/1.1\r\nHost: robot\r\n\r\n")
     await wait_until(lambda: len(mjpeg) == 1, what="stalled client joined")
-    (stalled_client,) = mjpeg._clients
+    (stalled_client,) = mjpeg.clients
     try:
         first = await robot.http.get("/stream.mjpg")
         second = await robot.http.get("/stream.mjpg", params={"camera": "main"})
