@@ -212,6 +212,7 @@ class Recorder:
         self.config = config
         self.audio = audio
         self._tasks = TaskSet()
+        self._restarting = asyncio.Lock()  # reloads one after the other
         self._track: PeerVideoTrack | None = None
         self._sound_track: PeerAudioTrack | None = None
         self._sounds: collections.deque[Sound] = collections.deque(maxlen=AUDIO_BACKLOG)
@@ -248,14 +249,15 @@ class Recorder:
             self._tasks.spawn(self._restart(), "robotcam-recorder-restart")
 
     async def _restart(self) -> None:
-        for task in self._tasks:
-            if task.get_name() == "robotcam-recorder":
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        await self._detach()
-        self.state, self.reason = "off", None
-        if self.config.enabled:
-            self._tasks.spawn(self._run(), "robotcam-recorder")
+        async with self._restarting:
+            for task in self._tasks:
+                if task.get_name() == "robotcam-recorder":
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            await self._detach()
+            self.state, self.reason = "off", None
+            if self.config.enabled:
+                self._tasks.spawn(self._run(), "robotcam-recorder")
 
     def health(self) -> dict[str, Any]:
         if not self.config.enabled:
