@@ -217,11 +217,35 @@ class ControlConfig(Section):
     max_messages_per_second: float = Field(50.0, ge=1, le=1000)
 
 
+class SnapshotConfig(Section):
+    """GET /snapshot.jpg: the latest picture, JPEG-encoded only when asked for."""
+
+    quality: int = Field(85, ge=1, le=100)
+
+
+class MjpegConfig(Section):
+    """GET /stream.mjpg: one shared JPEG encoder while at least one client watches."""
+
+    fps: float = Field(10.0, gt=0, le=30)
+    quality: int = Field(75, ge=1, le=100)
+    max_clients: int = Field(8, ge=1, le=100)
+
+
+class RecordingConfig(Section):
+    """The camera's H.264 written as it is into fragmented MP4 segments, oldest deleted first."""
+
+    enabled: bool = False
+    path: str = "/var/lib/robotcam/recordings"
+    segment_seconds: float = Field(60.0, ge=1, le=3600)
+    max_bytes: int = Field(4_000_000_000, ge=0)  # 0: no byte limit
+    max_age: float = Field(7 * 86400.0, ge=0)  # seconds; 0: no age limit
+
+
 class LoggingConfig(Section):
     level: LogLevel = "info"
 
 
-Permission = Literal["view", "talk", "control", "admin"]
+Permission = Literal["view", "talk", "control", "metrics", "admin"]
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
@@ -329,6 +353,9 @@ class Config(Section):
     talkback: TalkbackConfig = TalkbackConfig()
     webrtc: WebRTCConfig = WebRTCConfig()
     control: ControlConfig = ControlConfig()
+    snapshot: SnapshotConfig = SnapshotConfig()
+    mjpeg: MjpegConfig = MjpegConfig()
+    recording: RecordingConfig = RecordingConfig()
     logging: LoggingConfig = LoggingConfig()
     auth: AuthConfig = AuthConfig()
 
@@ -389,10 +416,15 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(str(path), ["cannot read file: not UTF-8 text"]) from None
     config = parse_config(text, str(path))
+    # relative paths are relative to the config file, not to wherever the daemon was started
+    # (/ under systemd)
     if config.video.file and not Path(config.video.file).is_absolute():
-        # relative to the config file, not to wherever the daemon was started (/ under systemd)
         video = config.video.model_copy(update={"file": str(Path(path).parent / config.video.file)})
         config = config.model_copy(update={"video": video})
+    if not Path(config.recording.path).is_absolute():
+        recording = config.recording.model_copy(
+            update={"path": str(Path(path).parent / config.recording.path)})
+        config = config.model_copy(update={"recording": recording})
     return config
 
 

@@ -18,9 +18,13 @@ from robotcam.config import Config
 from robotcam.control import ControlBridge
 from robotcam.events import EventHub
 from robotcam.ice import pin_host_addresses
+from robotcam.metrics import Metrics
+from robotcam.mjpeg import MjpegBroadcaster
 from robotcam.peers import PeerManager
 from robotcam.pipeline import SourceFactory, VideoPipeline
+from robotcam.recorder import Recorder
 from robotcam.sources import open_source
+from robotcam.stills import Snapshots
 
 DEGRADED_FPS_RATIO = 0.5  # measured below half the configured rate: degraded
 
@@ -60,6 +64,13 @@ class Daemon:
         self.talkback = TalkbackComponent(config, self.events)  # one viewer -> speaker
         self.components += [self.events, self.audio, self.talkback]
         self.peers.extensions += [self.audio.extension, self.talkback.extension]
+        self.snapshots = Snapshots(self.pipeline, config.snapshot)  # GET /snapshot.jpg
+        self.mjpeg = MjpegBroadcaster(self.pipeline, config.mjpeg)  # GET /stream.mjpg
+        self.recorder = Recorder(self.pipeline, config.recording, self.audio)  # fMP4 segments, /api/recordings
+        self.components += [self.snapshots, self.mjpeg, self.recorder]
+        # GET /metrics; components may add their own metrics to self.metrics.registry
+        self.metrics = Metrics(self)
+        self.peers.extensions.append(self.metrics.viewers)
         self.started_at = time.monotonic()
         self._unpin = lambda: None
         self._started: list[Component] = []

@@ -411,6 +411,10 @@ class Transcoder:
     def keyframes_out(self) -> int:
         return self.vp8.keyframes_out
 
+    @property
+    def keyframes_forced(self) -> int:
+        return self.vp8.keyframes_forced
+
     def _main(self) -> None:
         decoder = av.CodecContext.create("h264", "r")
         while True:

@@ -14,9 +14,12 @@ reach the shared encoder at most once per KEYFRAME_SPACING; a request in between
 to the end of that spacing, not lost.
 
 A track can move to another hub of the same codec (another rung of the rendition ladder): it
-waits on the target as a pending reader and moves at the target's next keyframe, which it asks
-for at once; until then it keeps playing from where it is, so a switch never shows a broken
-picture and needs no renegotiation (same codec, same payload type, same clock).
+stops taking the old hub's packets, waits on the target as a pending reader and moves at the
+target's next keyframe, which it asks for at once (a frame or two: the picture holds still
+that long, never broken). Pausing the old stream first is what makes the switch converge: the
+target's keyframe must be newer than the last packet sent, and a smaller rung's encoder runs
+ahead of a bigger one's. A target that sends no keyframe within SWITCH_TIMEOUT is given up and
+the old stream resumes. Nothing is renegotiated (same codec, payload type and clock).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 log = logging.getLogger(__name__)
 
 KEYFRAME_SPACING = 1.0  # seconds between one viewer's keyframe requests reaching the encoder
+SWITCH_TIMEOUT = 2.0  # seconds a switch waits for the target's keyframe before giving up
 
 
 class PeerVideoTrack(MediaStreamTrack):
@@ -59,6 +63,7 @@ class PeerVideoTrack(MediaStreamTrack):
         self._last_request = float("-inf")
         self._deferred: asyncio.TimerHandle | None = None
         self._next_hub: PacketHub | None = None  # a switch waiting for that hub's keyframe
+        self._switch_timer: asyncio.TimerHandle | None = None
         self._last_pts = -1  # of the newest packet queued: a switch must not go back in time
 
     @property
@@ -70,10 +75,8 @@ class PeerVideoTrack(MediaStreamTrack):
         return self._hub
 
     def switch_to(self, hub: PacketHub) -> None:
-        """Move to `hub` at its next keyframe (asked for now); the current one plays until then."""
-        if self._next_hub is not None:
-            self._next_hub.forget_pending(self)
-            self._next_hub = None
+        """Move to `hub` at its next keyframe (asked for now); the old stream pauses until then."""
+        self._cancel_switch()
         if hub is self._hub:
             return
         if not self.reading or self._hub is None:  # nothing on screen yet: move at once
@@ -85,6 +88,24 @@ class PeerVideoTrack(MediaStreamTrack):
         self._next_hub = hub
         hub.add_pending(self)
         hub.request_keyframe()
+        self._switch_timer = asyncio.get_running_loop().call_later(SWITCH_TIMEOUT, self._give_up_switch)
+
+    def _cancel_switch(self) -> None:
+        if self._switch_timer is not None:
+            self._switch_timer.cancel()
+            self._switch_timer = None
+        if self._next_hub is not None:
+            self._next_hub.forget_pending(self)
+            self._next_hub = None
+
+    def _give_up_switch(self) -> None:
+        self._switch_timer = None
+        if self._next_hub is not None:
+            log.warning("viewer track %d: no keyframe from %s within %.0f s: staying on %s",
+                        self.number, self._next_hub.name, SWITCH_TIMEOUT, self._hub.name if self._hub else "-")
+            self._cancel_switch()
+            self.waiting_for_keyframe = True  # resume the old stream at its next keyframe
+            self.request_keyframe()
 
     def _offer_pending(self, hub: PacketHub, packet: av.Packet) -> None:
         """A packet of the hub this track is switching to: the switch happens at a keyframe."""
@@ -94,6 +115,9 @@ class PeerVideoTrack(MediaStreamTrack):
             hub.request_keyframe()  # the target lags a frame behind: its next one will do
             return
         old, self._hub, self._next_hub = self._hub, hub, None
+        if self._switch_timer is not None:
+            self._switch_timer.cancel()
+            self._switch_timer = None
         hub.forget_pending(self, retire=False)
         hub.add(self)
         if old is not None:
@@ -107,7 +131,7 @@ class PeerVideoTrack(MediaStreamTrack):
 
     def _offer(self, packet: av.Packet) -> None:
         """Called by the hub on the event loop for every packet."""
-        if not self.reading:  # not connected yet: its first recv() asks for a keyframe
+        if not self.reading or self._next_hub is not None:  # not connected yet / switching away
             return
         if self.waiting_for_keyframe:
             if not packet.is_keyframe:
@@ -165,9 +189,7 @@ class PeerVideoTrack(MediaStreamTrack):
         if self._deferred is not None:
             self._deferred.cancel()
             self._deferred = None
-        if self._next_hub is not None:
-            self._next_hub.forget_pending(self)
-            self._next_hub = None
+        self._cancel_switch()
         if self.readyState == "live":
             super().stop()
             if self._hub is not None:

@@ -38,12 +38,17 @@ from robotcam.hub import PacketHub, PeerVideoTrack
 from robotcam.sources import SourceError, VideoSource, open_source
 from robotcam.rungs import Rung, ladder
 from robotcam.sources.select import fallback
+from robotcam.stills import LatestPicture
 from robotcam.transform import prepare
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+STILL_MAX_AGE = 2.0  # seconds: an older newest frame is no current picture
 FPS_WINDOW = 2.0  # seconds of frame times behind the measured fps
+
+#: producer counters that /metrics reports as totals, kept across producers' lives
+COUNTED = ("frames_encoded", "frames_skipped", "keyframes_forced")
 
 SourceFactory = Callable[[VideoConfig], tuple[VideoSource, str]]
 
@@ -73,9 +78,10 @@ class SourcePackets:
 
     def __init__(self, pipeline: VideoPipeline) -> None:
         self._pipeline = pipeline
-        self.frames_encoded = 0  # encoded by the camera; counted by the pipeline
+        self.frames_encoded = 0  # encoded by the camera; counted by the pipeline as they pass
         self.frames_skipped = 0
         self.keyframes_out = 0
+        self.keyframes_forced = 0  # requests passed to the camera, which merges close ones
         self.alive = True
 
     @property
@@ -89,6 +95,7 @@ class SourcePackets:
     def request_keyframe(self) -> None:
         source = self._pipeline.source
         if source is not None:
+            self.keyframes_forced += 1
             source.request_keyframe()
 
     def update(self, settings: EncoderSettings) -> None: ...
@@ -131,6 +138,7 @@ class VideoPipeline:
         self._rung_last_pts: dict[int, int] = {}  # source thread only: frame-rate decimation
         self._transcoder: Transcoder | None = None  # read by the source thread
         self._retired: list[Producer] = []
+        self._counted: dict[str, collections.Counter[str]] = {}  # of producers gone, per codec
         self._built_for = "frames"  # the kind of source the producers are built for
         self._supervisor: asyncio.Task[None] | None = None
         self._epoch = time.monotonic()
@@ -141,6 +149,7 @@ class VideoPipeline:
         self.last_frame_at: float | None = None
         self._source_started_at = 0.0
         self.first_frame = asyncio.Event()
+        self.latest = LatestPicture()  # for stills: a reference to the newest picture
         self._source_lock = asyncio.Lock()  # one restart at a time: supervisor or reload
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -224,6 +233,7 @@ class VideoPipeline:
         self.source_name, self.source_reason = source.name, why
         self.source = source
         self._clock_offset = None
+        self.latest.clear()
         if source.output != self._built_for:
             self._rebuild_producers(source)
         self._source_started_at = time.monotonic()
@@ -244,6 +254,7 @@ class VideoPipeline:
         for key in list(self._producers):
             producer = self._producers.pop(key)
             producer.close()
+            self._fold_counts(codec, producer)
             self._retired.append(producer)
             hub = self._hubs[key]
             rung = self._rungs[hub.rung] if hub.rung else None
@@ -284,6 +295,7 @@ class VideoPipeline:
         now = time.monotonic()
         frame.pts, frame.time_base = self._stamp(now), TIME_BASE
         self._count(now)
+        self.latest.on_frame(frame)
         encoders = self._frame_encoders
         if not encoders:
             return
@@ -310,8 +322,12 @@ class VideoPipeline:
         )
         packet.pts, packet.time_base = self._stamp(now, source_seconds), TIME_BASE
         self._count(now)
+        self.latest.on_packet(packet)
         hub = self._hubs.get("H264")
         if hub is not None:
+            producer = self._producers.get("H264")
+            if isinstance(producer, SourcePackets):
+                producer.frames_encoded += 1
             self._call_soon(hub.publish, packet)
         transcoder = self._transcoder
         if transcoder is not None:
@@ -332,6 +348,28 @@ class VideoPipeline:
             loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # loop closed between the check and the call: shutting down
             pass
+
+    # --- stills ------------------------------------------------------------------------------
+
+    def picture(self) -> av.VideoFrame:
+        """The newest picture, yuv420p at the configured size (blocking: call it in a thread).
+        Raises StillError when there is none."""
+        source = self.source
+        flips = (False, False) if source is None or source.handles_transform else self.video.flips
+        capture = source.capture_picture if source is not None and source.output == "h264" else None
+        return self.latest.picture(self.video.width, self.video.height, flips, capture)
+
+    def picture_problem(self) -> str | None:
+        """Why no current picture can be had now (stalled, failed, not started), or None."""
+        age = self.last_frame_age()
+        fresh = age is not None and age <= max(STILL_MAX_AGE, 3 / self.video.fps)
+        if self.healthy() and fresh:
+            return None
+        if self.reason:
+            return self.reason
+        if age is None:
+            return "no picture yet: the camera has not delivered a frame"
+        return f"the camera delivered no frame for {age:.1f} s"
 
     # --- viewers ----------------------------------------------------------------------------
 
@@ -411,7 +449,23 @@ class VideoPipeline:
         self._refresh_taps()
         if producer is not None:
             producer.close()  # threads end by themselves; stop() joins them
+            self._fold_counts(codec, producer)
             self._retired = [p for p in self._retired if p.alive] + [producer]
+
+    def _fold_counts(self, codec: str, producer: Producer) -> None:
+        counted = self._counted.setdefault(codec, collections.Counter())
+        for name in COUNTED:
+            counted[name] += getattr(producer, name, 0)
+
+    def encoder_totals(self) -> dict[str, dict[str, int]]:
+        """Per codec, frames encoded/skipped and keyframes forced since the daemon started,
+        over every producer that has run (they stop when their last viewer leaves)."""
+        totals = {codec: collections.Counter(counted) for codec, counted in self._counted.items()}
+        for codec, producer in self._producers.items():
+            counted = totals.setdefault(codec, collections.Counter())
+            for name in COUNTED:
+                counted[name] += getattr(producer, name, 0)
+        return {codec: {name: counted[name] for name in COUNTED} for codec, counted in totals.items()}
 
     @property
     def encoders(self) -> dict[str, Producer]:
@@ -467,6 +521,10 @@ class VideoPipeline:
                     log.error("%s", self.reason)
 
     # --- measurements -----------------------------------------------------------------------
+
+    def clock(self, at: float) -> float:
+        """Seconds on the pipeline's clock (what video pts count, / 90 kHz) at monotonic `at`."""
+        return at - self._epoch
 
     def measured_fps(self) -> float:
         now = time.monotonic()

@@ -10,7 +10,7 @@ import json
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -18,6 +18,10 @@ from robotcam.audio.http import add_routes as add_audio_routes
 from robotcam.auth.http import IDENTITY, access_middleware
 from robotcam.auth.http import add_routes as add_auth_routes
 from robotcam.daemon import Daemon
+from robotcam.http_errors import json_error
+from robotcam.media_http import PERMISSIONS as MEDIA_PERMISSIONS
+from robotcam.media_http import add_routes as add_media_routes
+from robotcam.media_http import is_api as is_media_api
 from robotcam.peers import OfferError
 from robotcam.signaling import add_routes as add_signaling_routes
 from robotcam.signaling.whep import problem as whep_problem
@@ -38,10 +42,6 @@ def web_root() -> Path:
     return Path(str(resources.files("robotcam.web")))
 
 
-def json_error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
-
-
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """API routes answer errors in JSON, including aiohttp's own (404, 405, 413)."""
@@ -60,7 +60,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def _is_api(request: web.Request) -> bool:
-    return request.path in ("/offer", "/connect", "/health") or request.path.startswith("/api/")
+    return (
+        request.path in ("/offer", "/connect", "/health")
+        or request.path.startswith("/api/")
+        or is_media_api(request.path)
+    )
 
 
 async def read_offer(request: web.Request, limit: int) -> str:
@@ -149,7 +153,8 @@ def build_app(daemon: Daemon) -> web.Application:
     async def close_viewers_of(login: str) -> int:
         return daemon.peers.revoke(lambda identity: identity.login != login, "signed out")
 
-    add_auth_routes(app, daemon.access, close_viewers_of)  # /api/login, /api/logout, /api/session
+    # /api/login, /api/logout, /api/session, and who may use which route
+    add_auth_routes(app, daemon.access, close_viewers_of, MEDIA_PERMISSIONS)
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)
     app.router.add_post("/connect", offer)  # RTCBot's client posts its offer here
@@ -157,5 +162,6 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/api/config", client_config)
     add_signaling_routes(app, daemon)  # /whep, /whep/{key}, /ws
     add_audio_routes(app, daemon)  # /api/talk, /api/events, /robotcam-ca.crt
+    add_media_routes(app, daemon)  # /snapshot.jpg, /stream.mjpg, /metrics, /api/recordings
     app.router.add_static("/static/", web_root(), show_index=False, append_version=False)
     return app

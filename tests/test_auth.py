@@ -447,7 +447,7 @@ def test_cli_hash_password_and_new_token(tmp_path: Path) -> None:
 @pytest.mark.parametrize("yaml_text, message", [
     ("auth: {users: [{name: a, password_hash: plain}]}", "auth.users[0].password_hash: not an argon2id hash"),
     ("auth: {users: [{name: a, password_hash: '$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo', permissions: [drive]}]}",
-     "auth.users[0].permissions[0]: must be one of 'view', 'talk', 'control' or 'admin' (got 'drive')"),
+     "auth.users[0].permissions[0]: must be one of 'view', 'talk', 'control', 'metrics' or 'admin' (got 'drive')"),
     ("auth: {tokens: [{name: t, sha256: abc}]}", "auth.tokens[0].sha256: must be the SHA-256"),
     ("auth: {anonymous: [watch]}", "auth.anonymous[0]: must be one of"),
     ("auth: {allowed_origins: [evil]}", "auth.allowed_origins: 'evil' is not an origin"),

@@ -665,3 +665,44 @@ def test_a_picture_that_stands_still_is_never_called_live(tmp_path: Path, open_p
         assert page.evaluate("window.robotcam.reconnects") == reconnects, "a short stall needs no reconnect"
     finally:
         daemon.stop()
+
+
+def test_chromium_plays_a_recorded_segment_and_the_mjpeg_stream(tmp_path: Path, open_page: Any) -> None:
+    """A segment plays on its own in Chromium (picture and sound); `<img src=/stream.mjpg>`
+    shows the picture."""
+    process = DaemonProcess(tmp_path, (
+        "audio: {source: tone, tone_frequency: 440.0}\ntalkback: {device: no-such-speaker}\n"
+        f"recording: {{enabled: true, path: {tmp_path / 'rec'}, segment_seconds: 1.0}}\n"
+    ))
+    process.start()
+    try:
+        deadline = time.monotonic() + 20
+        segments: list[Any] = []
+        while time.monotonic() < deadline and len(segments) < 3:
+            time.sleep(0.3)
+            segments = get_json(process.url + "/api/recordings")[1]["segments"]
+        assert len(segments) >= 3, segments
+        name = segments[1]["name"]  # a whole one, from a keyframe, with sound from its start
+        page = open_page(process.url + "/health")
+        page.evaluate(f"""() => {{
+            const v = document.createElement('video');
+            v.id = 'segment'; v.muted = true; v.src = '/api/recordings/{name}';
+            document.body.appendChild(v); v.play();
+            const img = document.createElement('img');
+            img.id = 'mjpeg'; img.src = '/stream.mjpg';
+            document.body.appendChild(img);
+        }}""")
+        page.wait_for_function(
+            "() => { const v = document.getElementById('segment');"
+            " return v.ended || v.currentTime > 0.5; }", timeout=15_000)
+        played = page.evaluate("""() => { const v = document.getElementById('segment');
+            return {width: v.videoWidth, height: v.videoHeight, duration: v.duration,
+                    error: v.error && v.error.message, audioBytes: v.webkitAudioDecodedByteCount,
+                    frames: v.getVideoPlaybackQuality().totalVideoFrames}; }""")
+        assert (played["width"], played["height"]) == (320, 240), played
+        assert played["error"] is None and 0.8 < played["duration"] < 2.0, played
+        assert played["frames"] > 5 and played["audioBytes"] > 0, played
+        page.wait_for_function(
+            "() => document.getElementById('mjpeg').naturalWidth === 320", timeout=15_000)
+    finally:
+        process.stop()

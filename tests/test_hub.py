@@ -146,3 +146,46 @@ async def test_one_viewers_keyframe_requests_are_spaced_but_not_lost() -> None:
     assert recorder.keyframe_requests == 2 and lossy.keyframes_requested == 2
     lossy.stop()
     await asyncio.gather(pending, return_exceptions=True)
+
+
+async def test_a_switch_moves_at_the_targets_keyframe_and_never_goes_back_in_time() -> None:
+    """The smaller rung's encoder runs ahead of the bigger one's: the switch still converges,
+    at a keyframe newer than anything the viewer was sent, and the old hub retires."""
+    full_requests, low_requests = Recorder(), Recorder()
+    full, low = make_hub(full_requests), PacketHub("H264", low_requests.request, low_requests.emptied.append, "H264/1", 1)
+    track = PeerVideoTrack(queue_size=50)
+    full.subscribe(track)
+    first = await connected(track)
+    full.publish(packet(0, key=True))
+    sent = [(await first).pts // 3000]
+    for n in range(1, 5):
+        full.publish(packet(n, key=False))
+    track.switch_to(low)
+    assert low_requests.keyframe_requests == 1, "the target's keyframe is asked for at once"
+    full.publish(packet(5, key=False))  # the old stream pauses while switching
+    low.publish(packet(4, key=True))  # not newer than what was queued: refused, asked again
+    assert low_requests.keyframe_requests == 2 and track.hub is full
+    low.publish(packet(6, key=True))
+    assert track.hub is low and len(full) == 0 and full_requests.emptied == [full]
+    low.publish(packet(7, key=False))
+    while len(sent) < 7:
+        sent.append((await asyncio.wait_for(track.recv(), 1)).pts // 3000)
+    assert sent == [0, 1, 2, 3, 4, 6, 7]
+
+
+async def test_a_switch_without_a_keyframe_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    import robotcam.hub
+
+    monkeypatch.setattr(robotcam.hub, "SWITCH_TIMEOUT", 0.2)
+    full, low = make_hub(Recorder()), PacketHub("H264", Recorder().request, None, "H264/1", 1)
+    track = PeerVideoTrack(queue_size=50)
+    full.subscribe(track)
+    first = await connected(track)
+    full.publish(packet(0, key=True))
+    await first
+    track.switch_to(low)
+    await asyncio.sleep(0.4)
+    assert track.hub is full and len(low._pending) == 0
+    full.publish(packet(1, key=False))  # waits for the old stream's next keyframe...
+    full.publish(packet(2, key=True))
+    assert (await asyncio.wait_for(track.recv(), 1)).pts // 3000 == 2

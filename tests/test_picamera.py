@@ -558,3 +558,29 @@ def test_stop_is_idempotent_and_releases_everything(picamera2) -> None:
     assert not source.running
     source.request_keyframe()  # after stop: ignored, never raises
     assert_released(picamera2)
+
+
+async def test_snapshot_comes_from_the_running_camera_or_its_packets(pi4, robot_factory, monkeypatch) -> None:
+    """GET /snapshot.jpg with no viewer: a capture from the running camera (capture_array, no
+    decode); without one, the H.264 packets since the last keyframe are decoded."""
+    from tests.media_support import decode_jpeg, jpeg_number
+
+    robot = await robot_factory(picamera_config(keyframe_interval=1.0), source_factory=picamera_factory)
+    cam = pi4.Picamera2.instances[-1]
+    response = await robot.http.get("/snapshot.jpg")
+    body = await response.read()
+    assert response.status == 200, body
+    assert cam.fake_captures == 1
+    frame = decode_jpeg(body)
+    assert (frame.width, frame.height) == (320, 240)
+    number = jpeg_number(body)
+    assert number is not None and 0 <= cam.fake_frames - number <= 15
+
+    monkeypatch.setattr(PicameraSource, "capture_picture", lambda self: None)
+    await asyncio.sleep(1.2)  # at least one keyframe later
+    response = await robot.http.get("/snapshot.jpg")
+    body = await response.read()
+    assert response.status == 200, body
+    assert cam.fake_captures == 1
+    number = jpeg_number(body)
+    assert number is not None and 0 <= cam.fake_frames - number <= 15

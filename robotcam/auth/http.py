@@ -57,6 +57,10 @@ ROUTES: dict[str, str] = {
     "/api/config": "view",
     "/api/talk": "talk",
 }
+#: GET routes that also take the token as `?token=`: stills and streams are fetched by things
+#: that cannot send a header (Home Assistant's generic camera, <img src>, VLC, OctoPrint).
+QUERY_TOKEN_ROUTES = {"/snapshot.jpg", "/stream.mjpg", "/api/recordings/{name}"}
+TABLE = web.AppKey("robotcam.route_permissions", dict)
 #: Routes that start viewers: rate limited per client address (auth.offers_per_minute).
 OFFER_ROUTES = {("POST", "/offer"), ("POST", "/connect"), ("POST", "/whep"), ("GET", "/ws")}
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -91,7 +95,7 @@ def access_middleware(whep_error: ErrorResponder) -> Any:
         if request.match_info.http_exception is not None:  # 404/405: nothing to protect
             return await handler(request)
         route = route_of(request)
-        need = ROUTES.get(route, "admin")
+        need = request.app[TABLE].get(route, "admin")
         refuse = whep_error if is_whep(route) else _json_error
         if not access.enabled:
             request[IDENTITY] = access.anonymous()
@@ -136,6 +140,10 @@ def access_middleware(whep_error: ErrorResponder) -> Any:
 def _identify(request: web.Request, access: AccessControl, route: str) -> tuple[Identity | None, bool, str | None]:
     """(identity, whether the cookie made it, the 401 message when a credential is bad)."""
     header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is None and request.method in ("GET", "HEAD") and route in QUERY_TOKEN_ROUTES:
+        query_token = request.query.get("token")
+        if query_token is not None:
+            header = f"Bearer {query_token}"
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -238,7 +246,12 @@ async def session(request: web.Request) -> web.Response:
 ON_LOGOUT = web.AppKey("robotcam.on_logout", Callable[[str], Awaitable[int]])  # type: ignore[arg-type]
 
 
-def add_routes(app: web.Application, access: AccessControl, on_logout: Callable[[str], Awaitable[int]]) -> None:
+def add_routes(
+    app: web.Application, access: AccessControl, on_logout: Callable[[str], Awaitable[int]],
+    more_routes: dict[str, str] | None = None,
+) -> None:
+    """Sign-in routes, and the route -> permission table: ROUTES plus the other modules'."""
+    app[TABLE] = {**ROUTES, **(more_routes or {})}
     app[ACCESS] = access
     app[ON_LOGOUT] = on_logout
     app.router.add_post("/api/login", login)

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
-PERMISSIONS = ("view", "talk", "control", "admin")
+PERMISSIONS = ("view", "talk", "control", "metrics", "admin")
 
 Kind = Literal["user", "token", "anonymous", "open"]
 

@@ -66,6 +66,11 @@ class VideoSource(ABC):
     def request_keyframe(self) -> None:
         """Ask an encoding source for an IDR soon (thread-safe). Frame sources ignore it."""
 
+    def capture_picture(self) -> av.VideoFrame | None:
+        """A still from the running camera, for sources that encode themselves (blocking, off
+        the loop); None when the source cannot, and the pipeline decodes its packets instead."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What /health shows about this source: device, format, encoder in use, ..."""
         return {}

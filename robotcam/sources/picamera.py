@@ -22,6 +22,10 @@ API facts this relies on (picamera2 0.3.x):
   "baseline", "constrained baseline", "main", "high"); force_key_frame() since 0.3.32.
 - Output.outputframe(frame, keyframe=True, timestamp=None, packet=None, audio=False), the
   timestamp in microseconds since the encoder started.
+- capture_array(name="main", wait=None, signal_function=None) with wait=False returns a job
+  that wait(job, timeout) completes with the next frame of the running camera; a YUV420
+  stream comes as a 2-D array of (height * 3 / 2) rows of `stride` bytes: the Y plane, then
+  U and V planes of half the rows and half the stride each.
 - LibavH264Encoder forces a keyframe with `frame.pict_type = "I"`, which PyAV >= 14 refuses
   (TypeError in the camera thread, which ends). Where that would happen, and before 0.3.32,
   a keyframe request restarts the encoder instead (stop_encoder/start_encoder while the camera
@@ -40,6 +44,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+import numpy as np
 
 from robotcam.config import VideoConfig
 from robotcam.sources.base import SourceError, SourceSink, VideoSource
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 TIME_BASE = Fraction(1, 1_000_000)  # picamera2's timestamps are microseconds
 PROFILE = "constrained baseline"  # what the SDP's profile-level-id=42e01f promises
 KEYFRAME_MIN_INTERVAL = 0.3  # forced IDRs closer than this merge into one (as robotcam.encoder)
+STILL_TIMEOUT = 1.0  # longest wait for the running camera's next frame for a still
 RESTART_MIN_INTERVAL = 1.0  # the same, when forcing means restarting the encoder (old picamera2)
 # The Pi's hardware H.264 encoder (bcm2835 codec) handles up to 1080p: level 4.2 at most.
 HW_MAX_SIDE, HW_MAX_MACROBLOCKS = 1920, (1920 // 16) * (1088 // 16)
@@ -609,6 +615,24 @@ class PicameraSource(VideoSource):
             finally:
                 self._restarting = False
 
+    # --- stills ------------------------------------------------------------------------------
+
+    def capture_picture(self) -> av.VideoFrame | None:
+        """The running camera's next frame, from its YUV420 main stream (what the encoder
+        sees): no decode, no waiting for a keyframe. None when the camera is not running."""
+        picam2 = self._picam2
+        if picam2 is None or self._state != "running" or self._stopping.is_set():
+            return None
+        try:
+            job = picam2.capture_array("main", wait=False)
+            array = picam2.wait(job, timeout=STILL_TIMEOUT)
+            stream = picam2.camera_configuration()["main"]
+            width, height = stream["size"]
+            return yuv420_frame(np.asarray(array), width, height, stream.get("stride") or width)
+        except Exception as exc:  # noqa: BLE001 - the pipeline falls back to decoding packets
+            log.debug("picamera: still capture failed: %s", _describe_error(exc))
+            return None
+
     # --- health -----------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
@@ -630,3 +654,16 @@ class PicameraSource(VideoSource):
         if self.controls_skipped:
             info["controls_skipped"] = list(self.controls_skipped)
         return info
+
+
+def yuv420_frame(array: np.ndarray, width: int, height: int, stride: int) -> av.VideoFrame:
+    """A yuv420p frame from picamera2's YUV420 array (planes padded to `stride`)."""
+    flat = array.reshape(-1)
+    luma = height * stride
+    chroma_stride, chroma_rows = stride // 2, height // 2
+    chroma = chroma_rows * chroma_stride
+    y = flat[:luma].reshape(height, stride)[:, :width]
+    u = flat[luma:luma + chroma].reshape(chroma_rows, chroma_stride)[:, : width // 2]
+    v = flat[luma + chroma:luma + 2 * chroma].reshape(chroma_rows, chroma_stride)[:, : width // 2]
+    planes = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(-1, width)
+    return av.VideoFrame.from_ndarray(planes, format="yuv420p")

@@ -21,8 +21,11 @@ import copy
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from enum import Enum
 from typing import Any
+
+import numpy as np
 
 import libcamera
 
@@ -71,6 +74,40 @@ class _FakeRequest:
     def __init__(self, frame: Any, sensor_timestamp_ns: int) -> None:
         self.frame = frame
         self.sensor_timestamp_ns = sensor_timestamp_ns
+
+
+class Job:
+    """What a capture returns with wait=False (picamera2.job.Job): its result is set in the
+    camera's thread when the next frame completes."""
+
+    def __init__(self, function: Any) -> None:
+        self._function = function
+        self._future: Future[Any] = Future()
+
+    def execute(self, frame: Any, stream: dict[str, Any]) -> None:
+        try:
+            self._future.set_result(self._function(frame, stream))
+        except Exception as exc:  # noqa: BLE001 - delivered to get_result()
+            self._future.set_exception(exc)
+
+    def get_result(self, timeout=None):
+        return self._future.result(timeout=timeout)
+
+
+def _make_array(frame: Any, stream: dict[str, Any]) -> np.ndarray:
+    """As picamera2's helpers do for YUV420: (height * 3 / 2, stride) bytes, planes padded."""
+    width, height = stream["size"]
+    stride = stream["stride"]
+    data = frame.to_ndarray()  # yuv420p: Y rows, then U and V at half width, 2 rows per row
+    y = data[:height]
+    u = data[height:height + height // 4].reshape(height // 2, width // 2)
+    v = data[height + height // 4:].reshape(height // 2, width // 2)
+    out = np.zeros(height * 3 // 2 * stride, np.uint8)
+    out[: height * stride].reshape(height, stride)[:, :width] = y
+    half = height // 2 * stride // 2
+    out[height * stride:height * stride + half].reshape(height // 2, stride // 2)[:, : width // 2] = u
+    out[height * stride + half:height * stride + 2 * half].reshape(height // 2, stride // 2)[:, : width // 2] = v
+    return out.reshape(height * 3 // 2, stride)
 
 
 class _NullPreview:
@@ -162,6 +199,8 @@ class Picamera2:
         self._fake_controls: dict[str, Any] = {}
         self._fake_frame_duration_us = 33333
         self._fake_pattern: Any = None
+        self._fake_jobs: list[Job] = []
+        self.fake_captures = 0
         info = self.global_camera_info()[camera_num]  # IndexError, as the real one
         camera_num = info["Num"]
         self.camera_idx = camera_num
@@ -332,6 +371,22 @@ class Picamera2:
             for encoder in remove:
                 self._encoders.discard(encoder)
 
+    def capture_array(self, name="main", wait=None, signal_function=None):
+        """Make a 2d image from the next frame in the named stream."""
+        if name != "main":
+            raise NotImplementedError("the fake camera has only the main stream")
+        if wait is None:
+            wait = signal_function is None
+        job = Job(_make_array)
+        with self.lock:
+            self._fake_jobs.append(job)
+        self.fake_captures += 1
+        return job.get_result() if wait else job
+
+    def wait(self, job, timeout=None):
+        """Wait for the given job to finish (if necessary) and return its result."""
+        return job.get_result(timeout=timeout)
+
     @property
     def encoders(self) -> set[Encoder]:
         return self._encoders
@@ -371,6 +426,9 @@ class Picamera2:
         self.fake_frames += 1
         with self.lock:
             encoders = list(self._encoders)
+            jobs, self._fake_jobs = self._fake_jobs, []
+        for job in jobs:
+            job.execute(frame, self.camera_config["main"])
         for encoder in encoders:
             if encoder.name in ("main",):
                 encoder.encode(encoder.name, request)
