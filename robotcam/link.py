@@ -9,6 +9,9 @@ viewers are short of bandwidth, and to pace what each one's losses may cost.
 What a link must carry is what this viewer is actually sent (measured from the bytes its track
 hands to the sender), not the configured bitrate: a still scene encodes to far less than the
 target, and a browser's REMB only ever climbs to about one and a half times what it receives.
+A REMB under that rate alone is not believed either: browsers' receive-side estimators report
+low values at low rates with nothing wrong (Chromium said 70 kbit/s while receiving 99 with no
+loss). A short link also shows congestion: loss, NACKs, or a round trip grown by a queue.
 The figures are smoothed, and the verdict has hysteresis: it turns `short` quickly (after
 SHORT_AFTER seconds of evidence) and back to `good` carefully (after GOOD_AFTER seconds), so
 one noisy report never moves a viewer.
@@ -35,7 +38,12 @@ from aiortc.rtp import (
 
 VIDEO_CLOCK = 90000  # Hz: jitter in receiver reports is in RTP timestamp units
 RATE_WINDOW = 5.0  # seconds over which NACK and PLI rates are counted
-SHORT_AFTER, GOOD_AFTER = 1.0, 8.0  # seconds of evidence before the verdict changes
+SHORT_AFTER, GOOD_AFTER = 1.5, 8.0  # seconds of evidence before the verdict changes
+# A browser's REMB starts low and climbs (GCC ramps up from about 300 kbit/s), and a joining
+# viewer's first keyframe is a burst: for this long after the first report, only loss counts.
+WARMUP = 5.0
+RATE_PERIOD = 1.0  # seconds per sample of what the viewer is sent
+QUEUE_MS = 80.0  # a round trip this much above the lowest seen: a queue is building
 SHORT_RATIO, GOOD_RATIO = 0.85, 1.25  # estimate / needed: below is short, above is room
 LOSS_SHORT, LOSS_GOOD = 0.10, 0.02  # smoothed loss fraction: above is short, below is clean
 AVERAGE_PACKET_BITS = 1100 * 8  # a full RTP video packet, for the retransmission budget
@@ -72,6 +80,8 @@ class LinkEstimate:
         self._budget = RETRANSMIT_MIN
         self._budget_at = now()
         self._sent: tuple[float, int] | None = None  # (when, bytes sent so far)
+        self._first_report: float | None = None
+        self.rtt_min_ms: float | None = None
 
     # --- input -------------------------------------------------------------------------------
 
@@ -104,7 +114,7 @@ class LinkEstimate:
             self._sent = (now, sent_bytes)
             return
         then, before = self._sent
-        if now - then >= 0.5:
+        if now - then >= RATE_PERIOD:
             rate = (sent_bytes - before) * 8 / (now - then)
             self.send_bps = _ewma(self.send_bps, rate, 0.3)
             self._sent = (now, sent_bytes)
@@ -128,6 +138,7 @@ class LinkEstimate:
             rtt = ((middle - lsr - dlsr) & 0xFFFFFFFF) / 65536.0
             if rtt < 60:  # a wrapped or bogus value is not a round trip
                 self.rtt_ms = _ewma(self.rtt_ms, rtt * 1000.0, 0.3)
+                self.rtt_min_ms = min(self.rtt_min_ms or rtt * 1000.0, rtt * 1000.0)
 
     # --- output ------------------------------------------------------------------------------
 
@@ -138,6 +149,12 @@ class LinkEstimate:
             return None
         loss = self.loss or 0.0
         return self.remb_bps * (1 - 0.5 * loss) if loss > LOSS_GOOD else self.remb_bps
+
+    def congested(self) -> bool:
+        """Evidence that packets queue or drop on the way: what makes a low REMB believable."""
+        queueing = (self.rtt_ms is not None and self.rtt_min_ms is not None
+                    and self.rtt_ms > self.rtt_min_ms + QUEUE_MS)
+        return (self.loss or 0.0) > LOSS_GOOD or self.rate("nack") > 1.0 or queueing
 
     def rate(self, kind: str) -> float:
         """NACKed packets or PLIs per second over the last RATE_WINDOW seconds."""
@@ -172,7 +189,13 @@ class LinkEstimate:
         """Move the verdict only after the evidence has held for a while (hysteresis)."""
         estimate, loss = self.estimate_bps, self.loss or 0.0
         carrying = self.carrying_bps
-        short_now = (estimate is not None and estimate < carrying * SHORT_RATIO) or loss > LOSS_SHORT
+        if self._first_report is None:
+            self._first_report = now
+        warming_up = now - self._first_report < WARMUP
+        short_now = loss > LOSS_SHORT or (
+            not warming_up and estimate is not None and estimate < carrying * SHORT_RATIO
+            and self.congested()
+        )
         room_now = (estimate is None or estimate > carrying * GOOD_RATIO) and loss < LOSS_GOOD
         against = short_now if self.verdict == "good" else room_now
         if not against:

@@ -77,11 +77,16 @@ ROUTES = [
     ("talk", "POST", "/api/talk", {}, b"{}"),
     ("page", "GET", "/", {}, None),
     ("session", "GET", "/api/session", {}, None),
+    ("snapshot", "GET", "/snapshot.jpg", {}, None),
+    ("metrics", "GET", "/metrics", {}, None),
+    ("recordings", "GET", "/api/recordings", {}, None),
+    ("recording", "GET", "/api/recordings/nope.mp4", {}, None),
 ]
 # What each route answers once allowed (its handler's own answer to the matrix's request).
 PASSED = {"health": 200, "config": 200, "offer": 400, "connect": 400, "whep": 400, "whep-patch": 404,
           "whep-delete": 404, "ws": 426, "ws-upgrade": 101, "events": 200, "talk": 400, "page": 200,
-          "session": 200}
+          "session": 200, "snapshot": 200, "metrics": 200, "recordings": 200, "recording": 400}
+NEEDS = {"talk": "talk", "metrics": "metrics", "recordings": "admin", "recording": "admin"}  # else view
 VIEW_ROUTES = {"config", "offer", "connect", "whep", "whep-patch", "whep-delete", "ws", "ws-upgrade", "events"}
 PUBLIC = {"page", "session", "health"}
 WHEP = {"whep", "whep-patch", "whep-delete"}
@@ -101,7 +106,7 @@ def expected(credential: str, route: str) -> int:
     if credential == "foreign-origin" and route in STATE_CHANGING:
         return 403
     perms = {"token": ["view"], "foreign-origin": ["admin"]}.get(credential) or PERMS[cookie_user or ""]
-    need = "talk" if route == "talk" else "view"
+    need = NEEDS.get(route, "view")
     return PASSED[route] if ("admin" in perms or need in perms) else 403
 
 
@@ -469,3 +474,21 @@ def test_duplicate_users_are_an_error() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(f"auth: {{users: [{entry}, {entry}]}}")
     assert caught.value.problems == ["auth.users[1].name: duplicate name 'alice'"]
+
+
+async def test_stills_take_a_token_in_the_query_and_metrics_a_metrics_token(robot_factory: Any) -> None:
+    """Home Assistant and <img src> cannot send a header: ?token= works for stills and streams
+    (and nowhere else); Prometheus brings a token with `metrics`, which may do nothing more."""
+    auth = auth_section()
+    auth["tokens"].append({"name": "prometheus", "sha256": sha("prom-token-0123456789"), "permissions": ["metrics"]})
+    robot = await robot_factory(make_config(auth=auth))
+    jpeg = await robot.http.get(f"/snapshot.jpg?token={VIEW_TOKEN}")
+    assert jpeg.status == 200 and jpeg.content_type == "image/jpeg"
+    assert (await robot.http.get("/snapshot.jpg?token=wrong")).status == 401
+    assert (await robot.http.get("/snapshot.jpg")).status == 401
+    assert (await robot.http.get(f"/api/config?token={VIEW_TOKEN}")).status == 401, "headers only elsewhere"
+    prom = {"Authorization": "Bearer prom-token-0123456789"}
+    metrics = await robot.http.get("/metrics", headers=prom)
+    assert metrics.status == 200 and "robotcam_login_failures_total" in await metrics.text()
+    assert (await robot.http.get("/api/config", headers=prom)).status == 403
+    assert (await robot.http.get("/metrics", headers={"Authorization": f"Bearer {VIEW_TOKEN}"})).status == 403

@@ -58,10 +58,10 @@ def test_a_remb_drop_turns_the_link_short_quickly_and_recovery_is_careful() -> N
     link = LinkEstimate(OURS, NEEDED, now)
     feed(link, now, 5, remb(2_500_000), report(0))
     assert link.verdict == "good" and link.estimate_bps is not None and link.estimate_bps > 2_000_000
-    # the viewer's Wi-Fi gets weak: REMB says 300 kbit/s
+    # the viewer's Wi-Fi gets weak: REMB says 300 kbit/s, and a few packets are lost
     start = now.t
     while link.verdict == "good":
-        feed(link, now, 0.25, remb(300_000), report(0))
+        feed(link, now, 0.25, remb(300_000), report(0.04))
         assert now.t - start < 5, "short within seconds"
     assert now.t - start <= SHORT_AFTER + 1.5
     assert "estimate" in link.why and link.describe()["verdict"] == "short"
@@ -92,6 +92,22 @@ def test_a_loss_burst_counts_and_smoothed_loss_recovers() -> None:
     assert link.estimate_bps is not None and link.estimate_bps < 2_000_000  # loss lowers it
     feed(link, now, 15, report(0.0), remb(2_000_000))
     assert link.verdict == "good" and link.loss < 0.01
+
+
+def test_a_low_remb_without_congestion_is_not_believed() -> None:
+    """Chromium reported 70 kbit/s while receiving 99 with no loss: browsers' estimators are
+    low at low rates. No loss, no NACKs, no queue: the link is fine."""
+    now = Clock()
+    link = LinkEstimate(OURS, NEEDED, now)
+    feed(link, now, 20, remb(70_000), report(0))
+    assert link.verdict == "good" and not link.congested()
+    # a queue building on the way (round trip up by 150 ms) makes it believable
+    middle = lambda: (clock.current_ntp_time() >> 16) & 0xFFFFFFFF  # noqa: E731
+    for delay in (0.010, 0.010, 0.160, 0.170, 0.160, 0.165, 0.170, 0.160):
+        link.observe(report(0, lsr=(middle() - int(delay * 65536)) & 0xFFFFFFFF, dlsr=0))
+    assert link.congested()
+    feed(link, now, 3, remb(70_000))
+    assert link.verdict == "short"
 
 
 def test_reports_about_other_streams_are_ignored() -> None:
