@@ -20,6 +20,7 @@ from robotcam.events import EventHub
 from robotcam.ice import pin_host_addresses
 from robotcam.peers import PeerManager
 from robotcam.pipeline import SourceFactory, VideoPipeline
+from robotcam.publish import PublishComponent, PublishTiming
 from robotcam.sources import open_source
 
 DEGRADED_FPS_RATIO = 0.5  # measured below half the configured rate: degraded
@@ -44,7 +45,10 @@ class Component(Protocol):
 
 
 class Daemon:
-    def __init__(self, config: Config, source_factory: SourceFactory = open_source) -> None:
+    def __init__(
+        self, config: Config, source_factory: SourceFactory = open_source,
+        publish_timing: PublishTiming | None = None,
+    ) -> None:
         self.config = config
         self.pipeline = VideoPipeline(config.video, source_factory)
         self.peers = PeerManager(self.pipeline, config.webrtc)
@@ -60,6 +64,9 @@ class Daemon:
         self.talkback = TalkbackComponent(config, self.events)  # one viewer -> speaker
         self.components += [self.events, self.audio, self.talkback]
         self.peers.extensions += [self.audio.extension, self.talkback.extension]
+        # WHIP publishers: readers of the shared hubs, never viewers (last: stops first)
+        self.publish = PublishComponent(config, self.pipeline, self.audio, publish_timing)
+        self.components.append(self.publish)
         self.started_at = time.monotonic()
         self._unpin = lambda: None
         self._started: list[Component] = []
