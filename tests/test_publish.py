@@ -17,6 +17,7 @@ from robotcam.cli import main
 from robotcam.config import ConfigError, parse_config
 from robotcam.publish import PublishTiming
 from robotcam.publish.whip import parse_retry_after
+from robotcam.reload import changed_keys
 from tests.conftest import Robot, make_config, wait_until
 from tests.viewer import Viewer, advancing
 from tests.whip_support import WhipEndpoint
@@ -83,6 +84,16 @@ def test_config_command_masks_the_token_and_url_secrets(tmp_path, capsys) -> Non
     out = capsys.readouterr().out
     assert "tok-secret" not in out and "pw1" not in out and "sk-123" not in out
     assert "https://bob:***@m.example/whip?key=***" in out
+
+
+def test_reload_log_lines_show_publish_changes_without_secrets() -> None:
+    old = parse_config("publish: [{url: 'http://m/whip?key=k1', token: t1}]")
+    new = parse_config("publish: [{url: 'http://m/whip?key=k1', token: t2}]")
+    changes = changed_keys(old, new)
+    assert "publish" in changes and "t1" not in str(changes) and "t2" not in str(changes) and "k1" not in str(changes)
+    assert changed_keys(new, new) == {}
+    added = changed_keys(parse_config(""), new)
+    assert added["publish"][0] == [] and added["publish"][1][0]["url"] == "http://m/whip?key=***"
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
