@@ -368,6 +368,16 @@ class PublishEntry(Section):
             )
         return value
 
+    @model_validator(mode="after")
+    def _one_credential(self) -> "PublishEntry":
+        from urllib.parse import urlsplit
+
+        if self.token is not None and urlsplit(self.url).password is not None:
+            raise ValueError(
+                "token: give either a token (Authorization: Bearer) or user:password in the URL, not both"
+            )
+        return self
+
     @field_serializer("url", when_used="json")
     def _masked(self, value: str) -> str:
         """`robotcam config`, reload log lines: no secret from the URL either."""
