@@ -11,13 +11,16 @@ from typing import Any
 
 import psutil
 import pytest
+import yaml
 from aiortc import RTCPeerConnection
 
 from robotcam.cli import main
-from robotcam.config import ConfigError, parse_config
+from robotcam.config import ConfigError, load_config, parse_config
+from robotcam.notify import SystemdNotifier
 from robotcam.publish import PublishTiming
 from robotcam.publish.whip import parse_retry_after
 from robotcam.reload import changed_keys
+from robotcam.service import Service
 from tests.conftest import Robot, make_config, wait_until
 from tests.viewer import Viewer, advancing
 from tests.whip_support import WhipEndpoint
@@ -193,6 +196,33 @@ async def test_reload_adds_removes_and_changes_entries_without_touching_viewers(
         await viewer.close()
 
 
+async def test_a_reload_of_the_config_file_starts_and_stops_publishing(tmp_path, endpoint, caplog) -> None:
+    path = tmp_path / "robotcam.yaml"
+
+    def write(**sections: Any) -> None:
+        path.write_text(yaml.safe_dump(make_config(audio={"source": "none"}, **sections).model_dump(mode="json")))
+
+    write()
+    service = Service(load_config(path), path, notifier=SystemdNotifier(None))
+    service.daemon.publish.timing = FAST
+    await service.daemon.start()
+    try:
+        write(publish=[{"url": endpoint.url(), "token": "tok-9"}])
+        path.write_text(path.read_text().replace("token: '**********'", "token: tok-9"))  # dumped masked
+        with caplog.at_level(logging.INFO, logger="robotcam"):
+            assert await service.reload() is True
+        assert "reload: publish: [] -> [{'url': '" + endpoint.url() + "', 'token': '**********'" in caplog.text
+        assert "tok-9" not in caplog.text
+        await wait_until(lambda: service.daemon.publish.health()["publishers"][0]["state"] == "connected", 20, "publishing")
+        assert endpoint.of("POST")[0].headers["Authorization"] == "Bearer tok-9"
+        write()
+        assert await service.reload() is True
+        await wait_until(lambda: endpoint.of("DELETE"), 10, "DELETE after the entry was removed")
+        assert service.daemon.publish.health()["publishers"] == []
+    finally:
+        await service.daemon.stop()
+
+
 async def test_redirects_are_followed_with_the_offer_and_trickle_uses_patch(robot_factory, endpoint) -> None:
     endpoint.trickle = True
     robot = await publishing_robot(robot_factory, {"url": endpoint.url("/old/robot7")})
@@ -205,6 +235,23 @@ async def test_redirects_are_followed_with_the_offer_and_trickle_uses_patch(robo
     assert patch.path == "/session/1" and patch.headers["Content-Type"] == "application/trickle-ice-sdpfrag"
     assert patch.headers["If-Match"] == '"etag-1"' and "a=end-of-candidates" in patch.body
     assert "a=ice-ufrag:" in patch.body
+
+
+async def test_the_servers_ice_servers_from_link_headers_are_used(robot_factory, endpoint, caplog) -> None:
+    # Nothing answers on port 9: gathering gives up after webrtc.gather_timeout, host candidates work.
+    endpoint.links = [
+        '<stun:127.0.0.1:9>; rel="ice-server"',
+        '<turn:127.0.0.1:9?transport=udp>; rel="ice-server"; username="robot7"; credential="s3cret"; credential-type="password"',
+    ]
+    robot = await publishing_robot(robot_factory, {"url": endpoint.url()}, webrtc={"gather_timeout": 0.5})
+    await wait_until(lambda: publishers(robot)[0]["state"] == "connected", 20, "publisher connected")
+    publisher = next(iter(robot.daemon.publish.publishers.values()))
+    servers = publisher._rtc_configuration().iceServers
+    assert [(s.urls, s.username, s.credential) for s in servers] == [
+        ("stun:127.0.0.1:9", None, None), ("turn:127.0.0.1:9?transport=udp", "robot7", "s3cret"),
+    ]
+    assert endpoint.requests[0].method == "OPTIONS"  # asked before the offer
+    assert "s3cret" not in str(publishers(robot))
 
 
 # --- errors --------------------------------------------------------------------------------------

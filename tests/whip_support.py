@@ -72,6 +72,7 @@ class WhipEndpoint:
         self.status, self.headers, self.body = 401, {}, ""
         self.trickle = False  # answer with Accept-Patch: application/trickle-ice-sdpfrag
         self.token: str | None = None  # when set, POST needs this bearer token
+        self.links: list[str] = []  # Link header values (ICE servers) on OPTIONS and 201
         self.requests: list[Request] = []
         self.receivers: dict[str, Receiver] = {}
         self._count = 0
@@ -107,7 +108,7 @@ class WhipEndpoint:
     async def _endpoint(self, request: web.Request) -> web.Response:
         entry = await self._record(request)
         if request.method == "OPTIONS":
-            return web.Response(status=204)
+            return web.Response(status=204, headers=[("Link", link) for link in self.links])
         if request.method != "POST":
             return web.Response(status=405)
         if self.token and entry.headers.get("Authorization") != f"Bearer {self.token}":
@@ -130,7 +131,9 @@ class WhipEndpoint:
             headers["Accept-Patch"] = "application/trickle-ice-sdpfrag"
         if self.mode == "no-location":
             del headers["Location"]
-        return web.Response(status=201, headers=headers, text=answer)
+        return web.Response(
+            status=201, headers=[*headers.items(), *(("Link", link) for link in self.links)], text=answer
+        )
 
     async def _session(self, request: web.Request) -> web.Response:
         await self._record(request)

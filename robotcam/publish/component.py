@@ -46,10 +46,12 @@ class PublishComponent:
             self._start(entry, index)
 
     async def stop(self) -> None:
-        """Every publisher at once (DELETE each session), then the removals under way."""
+        """Every publisher at once (DELETE each session), and the removals under way."""
         publishers, self.publishers = list(self.publishers.values()), {}
-        await asyncio.gather(*(p.stop() for p in publishers), return_exceptions=True)
-        await self._tasks.close(self.timing.delete_timeout + 1.0)
+        await asyncio.gather(
+            *(p.stop() for p in publishers), self._tasks.close(self.timing.delete_timeout + 1.0),
+            return_exceptions=True,
+        )
         if self._http is not None:
             await self._http.close()
             self._http = None
