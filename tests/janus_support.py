@@ -24,9 +24,9 @@ from typing import Any, AsyncIterator, Iterator
 import aiohttp
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 
 from robotcam.sources.testpattern import decode_frame_number
+from tests.viewer import TrackReaders
 
 JANUS_ADDRESS = "127.0.0.2"  # the veth's address: Janus's (and everyone's) ICE host candidate
 ROOM = 1234
@@ -308,7 +308,7 @@ class Subscriber:
         self.pc: RTCPeerConnection | None = None
         self.numbers: list[int | None] = []
         self.times: list[float] = []
-        self._readers: list[asyncio.Task[None]] = []
+        self.readers: TrackReaders | None = None
 
     async def subscribe(self, feed: int) -> None:
         await self.janus.attach()
@@ -316,11 +316,7 @@ class Subscriber:
             {"request": "join", "ptype": "subscriber", "room": ROOM, "streams": [{"feed": feed}]}
         )
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-
-        @self.pc.on("track")
-        def on_track(track: Any) -> None:
-            if track.kind == "video":
-                self._readers.append(asyncio.ensure_future(self._read(track)))
+        self.readers = TrackReaders(self.pc, self._on_frame)
 
         await self.pc.setRemoteDescription(RTCSessionDescription(**event["jsep"]))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -328,14 +324,10 @@ class Subscriber:
             {"request": "start", "room": ROOM}, {"type": "answer", "sdp": self.pc.localDescription.sdp}
         )
 
-    async def _read(self, track: Any) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                self.numbers.append(decode_frame_number(frame))
-                self.times.append(time.monotonic())
-        except MediaStreamError:
-            pass
+    def _on_frame(self, track: Any, frame: Any) -> None:
+        if track.kind == "video":
+            self.numbers.append(decode_frame_number(frame))
+            self.times.append(time.monotonic())
 
     def fps(self, seconds: float = 2.0) -> float:
         """Decoded frames per second over the last `seconds`."""
@@ -345,10 +337,8 @@ class Subscriber:
     async def close(self) -> None:
         if self.pc is not None:
             await self.pc.close()
-        for reader in self._readers:
-            reader.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
-        self._readers = []
+        if self.readers is not None:
+            await self.readers.close()
         await self.janus.destroy()
 
 

@@ -76,17 +76,25 @@ def test_publish_entries_are_validated_with_clear_messages() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config("publish: [{url: http://a.example/whip}, {url: http://a.example/whip, token: x}]")
     assert "publish[1].url: http://a.example/whip is listed twice" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config("publish: [{url: 'http://u:p@a.example/whip', token: x}]")
+    assert "publish[0].token: give either a token (Authorization: Bearer) or user:password in the URL, not both" in str(caught.value)
     config = parse_config("publish: [{url: https://m.example/r/whip, camera: main, audio: false}, {url: http://n/whip}]")
     assert [e.camera for e in config.publish] == ["main", ""]
 
 
 def test_config_command_masks_the_token_and_url_secrets(tmp_path, capsys) -> None:
     path = tmp_path / "robotcam.yaml"
-    path.write_text("publish: [{url: 'https://bob:pw1@m.example/whip?key=sk-123', token: tok-secret}]\n")
+    path.write_text(
+        "publish:\n"
+        "  - {url: 'https://m.example/whip?key=sk-123', token: tok-secret}\n"
+        "  - {url: 'https://bob:pw1@n.example/whip'}\n"
+    )
     assert main(["config", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "tok-secret" not in out and "pw1" not in out and "sk-123" not in out
-    assert "https://bob:***@m.example/whip?key=***" in out
+    assert "https://m.example/whip?key=***" in out and "https://bob:***@n.example/whip" in out
+    assert "token: '**********'" in out
 
 
 def test_reload_log_lines_show_publish_changes_without_secrets() -> None:

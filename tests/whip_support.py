@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 
 from robotcam.sources.testpattern import decode_frame_number
+from tests.viewer import TrackReaders
 
 
 @dataclass
@@ -33,22 +33,13 @@ class Receiver:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.numbers: list[int | None] = []
         self.audio_frames = 0
-        self._readers: list[asyncio.Task[None]] = []
+        self.readers = TrackReaders(self.pc, self._on_frame)
 
-        @self.pc.on("track")
-        def on_track(track: Any) -> None:
-            self._readers.append(asyncio.ensure_future(self._read(track)))
-
-    async def _read(self, track: Any) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                if track.kind == "video":
-                    self.numbers.append(decode_frame_number(frame))
-                else:
-                    self.audio_frames += 1
-        except MediaStreamError:
-            pass
+    def _on_frame(self, track: Any, frame: Any) -> None:
+        if track.kind == "video":
+            self.numbers.append(decode_frame_number(frame))
+        else:
+            self.audio_frames += 1
 
     async def answer(self, offer: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
@@ -57,9 +48,7 @@ class Receiver:
 
     async def close(self) -> None:
         await self.pc.close()
-        for reader in self._readers:
-            reader.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        await self.readers.close()
 
 
 class WhipEndpoint:
