@@ -332,19 +332,21 @@ async def test_garbage_answers_back_off_and_leak_nothing(robot_factory, endpoint
     await robot.daemon.start()
 
 
-async def test_a_server_that_goes_away_is_reconnected_and_viewers_never_notice(robot_factory, endpoint) -> None:
+async def test_a_server_that_goes_away_is_reconnected_and_viewers_never_notice(robot_factory, endpoint, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="robotcam.publish")
     robot = await publishing_robot(robot_factory, {"url": endpoint.url()}, timing=PublishTiming(**{**FAST.__dict__, "ack_timeout": 2.0}))
     viewer = Viewer()
     try:
         await viewer.connect(robot.post_offer)
         await wait_until(lambda: publishers(robot)[0]["state"] == "connected", 20, "publisher connected")
-        # the media server vanishes without a word (its receiver is gone: no more RTCP)
+        # the media server's session ends (a crash without a word: test_publish_janus.py)
         for receiver in list(endpoint.receivers.values()):
             await receiver.close()
         frames = len(viewer.numbers)
         await wait_until(lambda: len(endpoint.of("POST")) >= 2, 20, "reconnect attempt")
         await wait_until(lambda: publishers(robot)[0]["state"] == "connected", 20, "connected again")
         assert publishers(robot)[0]["reconnects"] >= 1
+        assert "the connection closed; reconnecting in" in caplog.text  # its DTLS close_notify
         assert len(robot.daemon.peers) == 1
         await viewer.wait_frames(frames + 30)
         assert advancing(viewer.numbers[frames:])

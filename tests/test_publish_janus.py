@@ -111,6 +111,8 @@ async def test_janus_killed_and_restarted_robotcam_reconnects_and_viewers_keep_p
         killed_at = time.monotonic()
         frames_at_kill = len(viewer.numbers)
         await wait_until(lambda: publisher(robot)["state"] != "connected", TIMING.ack_timeout + 10, "loss noticed")
+        # a killed server says nothing: its silence (no RTCP receiver reports) gives it away
+        assert "no RTCP receiver report from the server" in publisher(robot)["reason"]
         await asyncio.sleep(2)
         await server.start()
         await wait_until(lambda: publisher(robot)["state"] == "connected", RECONNECT_BOUND, "reconnected to Janus")

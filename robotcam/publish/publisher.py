@@ -134,7 +134,7 @@ class Publisher:
         self.next_attempt_at: float | None = None
         self.attempts = 0
         self.codec: str | None = None
-        self.keyframe_requests = 0
+        self._last_report_at = 0.0  # the server's latest RTCP report on our video
         self._video: PeerVideoTrack | None = None
         self._server_ice: list[IceServerLink] = []
         self._logged_config_error: str | None = None
@@ -235,8 +235,8 @@ class Publisher:
             transceiver = pc.addTransceiver(video, direction="sendonly")
             transceiver.setCodecPreferences(video_codec_preferences())
             forward_keyframe_requests(transceiver.sender, video)
-            last_report = [0.0]
-            watch_receiver_reports(transceiver.sender, lambda: last_report.__setitem__(0, time.monotonic()))
+            self._last_report_at = 0.0
+            watch_receiver_reports(transceiver.sender, self._heard_report)
             if self.entry.audio and self.media.audio.active:
                 audio = PeerAudioTrack(-1 - self.index)
                 pc.addTransceiver(audio, direction="sendonly").setCodecPreferences(opus_preferences())
@@ -259,7 +259,7 @@ class Publisher:
             self.server = remote_address(pc) or self.client.url
             self._logged_config_error = None
             log.info("%s: publishing %s%s to %s", self.label, self.codec, " + Opus" if audio else "", self.server)
-            await self._watch(pc, last_report)
+            await self._watch(pc)
         finally:
             self._video = None
             video.stop()
@@ -297,7 +297,10 @@ class Publisher:
             if await self._pause(0.05):
                 return
 
-    async def _watch(self, pc: RTCPeerConnection, last_report: list[float]) -> None:
+    def _heard_report(self) -> None:
+        self._last_report_at = time.monotonic()
+
+    async def _watch(self, pc: RTCPeerConnection) -> None:
         """Until the connection fails or the server stops acknowledging; measures the bitrate."""
         senders = [t.sender for t in pc.getTransceivers()]
         sent_before, measured_at = await _bytes_sent(senders), time.monotonic()
@@ -305,7 +308,7 @@ class Publisher:
             if pc.connectionState in ("failed", "closed"):
                 raise SessionEnded(f"the connection {pc.connectionState}")
             now = time.monotonic()
-            heard = max(last_report[0], self.connected_at or now)
+            heard = max(self._last_report_at, self.connected_at or now)
             if now - heard > self.timing.ack_timeout:
                 raise SessionEnded(
                     f"no RTCP receiver report from the server for {now - heard:.0f} s: it stopped acknowledging"
