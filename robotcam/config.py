@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -346,6 +347,79 @@ class AuthConfig(Section):
         return self
 
 
+CAMERAS = ("main",)  # the cameras a publish entry may name; "" means the first
+
+
+def mask_url(url: str) -> str:
+    """A URL safe for logs and /health: no password in userinfo, no query values (stream keys
+    and tokens often ride there)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':')[0]}:***@{host}" if ":" in user else f"***@{host}"
+    query = "&".join(
+        f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair
+        for pair in parts.query.split("&") if pair
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class PublishEntry(Section):
+    """One media server robotcam sends its stream to over WHIP (RFC 9725), for audiences
+    beyond the robot's own uplink (README, Many viewers)."""
+
+    url: str
+    #: sent as "Authorization: Bearer <token>"; masked by `robotcam config`
+    token: SecretStr | None = None
+    camera: str = ""
+    audio: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"must be an http:// or https:// WHIP endpoint URL (got {value!r}), "
+                "e.g. http://mediamtx:8889/robot7/whip"
+            )
+        return value
+
+    @field_validator("camera")
+    @classmethod
+    def _known_camera(cls, value: str) -> str:
+        if value and value not in CAMERAS:
+            raise ValueError(
+                f"unknown camera {value!r}: known cameras are {', '.join(CAMERAS)} "
+                "(empty = the first)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "PublishEntry":
+        from urllib.parse import urlsplit
+
+        if self.token is not None and urlsplit(self.url).password is not None:
+            raise ValueError(
+                "token: give either a token (Authorization: Bearer) or user:password in the URL, not both"
+            )
+        return self
+
+    @field_serializer("url", when_used="json")
+    def _masked(self, value: str) -> str:
+        """`robotcam config`, reload log lines: no secret from the URL either."""
+        return mask_url(value)
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+
 class Config(Section):
     server: ServerConfig = ServerConfig()
     video: VideoConfig = VideoConfig()
@@ -358,6 +432,16 @@ class Config(Section):
     recording: RecordingConfig = RecordingConfig()
     logging: LoggingConfig = LoggingConfig()
     auth: AuthConfig = AuthConfig()
+    publish: list[PublishEntry] = []
+
+    @model_validator(mode="after")
+    def _unique_publish_urls(self) -> "Config":
+        seen: set[str] = set()
+        for index, entry in enumerate(self.publish):
+            if entry.url in seen:
+                raise ValueError(f"publish[{index}].url: {entry.masked_url} is listed twice")
+            seen.add(entry.url)
+        return self
 
     @model_validator(mode="before")
     @classmethod

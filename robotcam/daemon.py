@@ -22,6 +22,7 @@ from robotcam.metrics import Metrics
 from robotcam.mjpeg import MjpegBroadcaster
 from robotcam.peers import PeerManager
 from robotcam.pipeline import SourceFactory, VideoPipeline
+from robotcam.publish import PublishComponent, PublishTiming
 from robotcam.recorder import Recorder
 from robotcam.sources import open_source
 from robotcam.stills import Snapshots
@@ -48,7 +49,10 @@ class Component(Protocol):
 
 
 class Daemon:
-    def __init__(self, config: Config, source_factory: SourceFactory = open_source) -> None:
+    def __init__(
+        self, config: Config, source_factory: SourceFactory = open_source,
+        publish_timing: PublishTiming | None = None,
+    ) -> None:
         self.config = config
         self.pipeline = VideoPipeline(config.video, source_factory)
         self.peers = PeerManager(self.pipeline, config.webrtc)
@@ -71,6 +75,9 @@ class Daemon:
         # GET /metrics; components may add their own metrics to self.metrics.registry
         self.metrics = Metrics(self)
         self.peers.extensions.append(self.metrics.viewers)
+        # WHIP publishers: readers of the shared hubs, never viewers (last: stops first)
+        self.publish = PublishComponent(config, self.pipeline, self.audio, publish_timing)
+        self.components.append(self.publish)
         self.started_at = time.monotonic()
         self._unpin = lambda: None
         self._started: list[Component] = []

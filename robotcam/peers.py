@@ -120,6 +120,18 @@ def video_codec_preferences() -> list[Any]:
     return sorted((c for c in caps if rank(c)[0] < 3), key=rank)
 
 
+def forward_keyframe_requests(sender: RTCRtpSender, track: PeerVideoTrack) -> None:
+    """Make the remote side's PLI/FIR reach the shared encoder behind `track`: aiortc only
+    forwards them to encoders it runs itself, so the sender's hook is wrapped."""
+    request_from_remote = sender._send_keyframe
+
+    def on_picture_loss() -> None:
+        request_from_remote()
+        track.request_keyframe()
+
+    sender._send_keyframe = on_picture_loss  # type: ignore[method-assign]
+
+
 def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
     """Reject what aiortc would choke on, with a message a client author can act on."""
     if not sdp.lstrip().startswith("v=0"):
@@ -268,14 +280,7 @@ class PeerManager:
         sender = pc.addTrack(track)
         transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
         transceiver.setCodecPreferences(video_codec_preferences())
-
-        request_from_browser = sender._send_keyframe
-
-        def on_picture_loss() -> None:
-            request_from_browser()
-            track.request_keyframe()
-
-        sender._send_keyframe = on_picture_loss  # type: ignore[method-assign]
+        forward_keyframe_requests(sender, track)
         self._watch_link(session, sender)
 
         try:

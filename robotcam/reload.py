@@ -24,11 +24,17 @@ def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     out: dict[str, tuple[Any, Any]] = {}
     a, b = old.masked(), new.masked()
     for section in b:
+        if not isinstance(b[section], dict):  # a list section (publish): compared whole
+            if a[section] != b[section]:
+                out[section] = (a[section], b[section])
+            continue
         for key in b[section]:
             if a[section][key] != b[section][key]:
                 out[f"{section}.{key}"] = (a[section][key], b[section][key])
     if old.webrtc.ice_servers != new.webrtc.ice_servers and "webrtc.ice_servers" not in out:
         out["webrtc.ice_servers"] = ("(credentials)", "(credentials changed)")
+    if old.publish != new.publish and "publish" not in out:
+        out["publish"] = ("(tokens)", "(a token or URL secret changed)")
     if old.auth.users != new.auth.users and "auth.users" not in out:
         out["auth.users"] = ("(passwords)", "(a password changed)")
     return out

@@ -34,6 +34,7 @@ if [ "$want_test" = 1 ]; then
     command -v ip >/dev/null || missing+=("iproute2")           # loopback-only namespace
     command -v unshare >/dev/null || missing+=("util-linux")
     command -v npm >/dev/null || missing+=("nodejs" "npm")      # the WHEP player test
+    command -v janus >/dev/null || missing+=("janus")           # the WHIP publishing tests (a real SFU)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "bootstrap: installing Debian packages: ${missing[*]}"

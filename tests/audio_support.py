@@ -28,11 +28,12 @@ import av
 import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+from aiortc.mediastreams import AudioStreamTrack
 
 from robotcam.sources.testpattern import decode_frame_number
 from tests.conftest import Robot
 from tests.daemon_process import DaemonProcess
+from tests.viewer import TrackReaders
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 RATE = 48000
@@ -102,23 +103,14 @@ class SoundViewer:
         self.frame_numbers: list[int | None] = []
         self.session: str | None = None
         self.answer: dict[str, Any] | None = None
-        self._readers: list[asyncio.Task[None]] = []
+        self.readers = TrackReaders(self.pc, self._on_frame)
 
-        @self.pc.on("track")
-        def on_track(track: Any) -> None:
-            self._readers.append(asyncio.ensure_future(self._read(track)))
-
-    async def _read(self, track: Any) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                if track.kind == "audio":
-                    data = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
-                    self.audio_chunks.append((time.monotonic(), data.copy()))
-                else:
-                    self.frame_numbers.append(decode_frame_number(frame))
-        except MediaStreamError:
-            pass
+    def _on_frame(self, track: Any, frame: Any) -> None:
+        if track.kind == "audio":
+            data = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
+            self.audio_chunks.append((time.monotonic(), data.copy()))
+        else:
+            self.frame_numbers.append(decode_frame_number(frame))
 
     async def connect(self, post: Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any], dict[str, str]]]]) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -152,9 +144,7 @@ class SoundViewer:
 
     async def close(self) -> None:
         await self.pc.close()
-        for reader in self._readers:
-            reader.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        await self.readers.close()
 
 
 # --- the fake sounddevice --------------------------------------------------------------------

@@ -24,9 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 
 
-def make_config(**sections: dict[str, Any]) -> Config:
-    """A small, fast test config on loopback; override any section's keys."""
-    base: dict[str, dict[str, Any]] = {
+def make_config(**sections: Any) -> Config:
+    """A small, fast test config on loopback; override any section's keys (a list section,
+    such as publish, is replaced whole)."""
+    base: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": 8080},
         "video": {"source": "testpattern", "width": 320, "height": 240, "fps": 30},
         "webrtc": {"host_addresses": ["127.0.0.1"], "ice_servers": []},
@@ -35,7 +36,10 @@ def make_config(**sections: dict[str, Any]) -> Config:
         "auth": {"enabled": False},
     }
     for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
+        if isinstance(values, list):
+            base[name] = values
+        else:
+            base.setdefault(name, {}).update(values)
     return Config.model_validate(base)
 
 

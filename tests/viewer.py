@@ -14,6 +14,32 @@ from robotcam.sources.testpattern import decode_frame_number
 PostJson = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
 
 
+class TrackReaders:
+    """Reads every track a peer connection receives, calling on_frame(track, frame) for each
+    frame until the track ends; close() ends the readers."""
+
+    def __init__(self, pc: RTCPeerConnection, on_frame: Callable[[Any, Any], None]) -> None:
+        self._on_frame = on_frame
+        self._tasks: list[asyncio.Task[None]] = []
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            self._tasks.append(asyncio.ensure_future(self._read(track)))
+
+    async def _read(self, track: Any) -> None:
+        try:
+            while True:
+                self._on_frame(track, await track.recv())
+        except MediaStreamError:
+            pass
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+
 def advancing(numbers: list[int | None]) -> bool:
     """The decoded frame numbers only ever go up (unreadable frames, None, are skipped)."""
     decoded = [n for n in numbers if n is not None]
