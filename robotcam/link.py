@@ -19,9 +19,10 @@ one noisy report never moves a viewer.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
-from typing import Any, Callable, Deque
+from typing import Any, Awaitable, Callable, Deque
 
 from aiortc import clock
 from aiortc.rtp import (
@@ -48,7 +49,8 @@ SHORT_RATIO, GOOD_RATIO = 0.85, 1.25  # estimate / needed: below is short, above
 LOSS_SHORT, LOSS_GOOD = 0.10, 0.02  # smoothed loss fraction: above is short, below is clean
 AVERAGE_PACKET_BITS = 1100 * 8  # a full RTP video packet, for the retransmission budget
 RETRANSMIT_SHARE = 0.25  # of the viewer's estimate that resends may use
-RETRANSMIT_MIN = 30.0  # packets per second always allowed (a healthy LAN loses a few)
+RETRANSMIT_MIN = 2.0  # packets per second always allowed
+RESEND_QUEUE = 64  # NACKed packets waiting to be resent, at most
 
 
 def _ewma(old: float | None, new: float, alpha: float) -> float:
@@ -72,7 +74,8 @@ class LinkEstimate:
         self.why = ""
         self.reports = 0
         self.nacked = 0  # packets asked for again
-        self.resends_refused = 0  # of those, over the budget: not resent
+        self.resent = 0  # of those, sent again (paced)
+        self.resends_refused = 0  # of those, dropped: the queue of waiting resends was full
         self.plis = 0
         self._nack_times: Deque[tuple[float, int]] = collections.deque()
         self._pli_times: Deque[float] = collections.deque()
@@ -167,19 +170,21 @@ class LinkEstimate:
             return sum(n for _, n in self._nack_times) / RATE_WINDOW
         return len(self._pli_times) / RATE_WINDOW
 
-    def allow_resend(self) -> bool:
-        """One NACKed packet may be sent again: a token bucket of RETRANSMIT_SHARE of the
-        estimate (at least RETRANSMIT_MIN packets/s), so resends never multiply a weak link's
-        load. A refused resend leaves the browser to ask for a keyframe, which is spaced."""
+    def resend_wait(self) -> float:
+        """0 when one NACKed packet may be sent again now (its share taken), else the seconds
+        until it may: a token bucket of RETRANSMIT_SHARE of the estimate (at least
+        RETRANSMIT_MIN packets/s), so resends never multiply a weak link's load (on a link
+        capped at 200 kbit/s, resending 30 packets a second kept its queue full and the
+        picture frozen)."""
         now = self._now()
         per_second = max(RETRANSMIT_MIN, RETRANSMIT_SHARE * (self.estimate_bps or self.needed_bps) / AVERAGE_PACKET_BITS)
         self._budget = min(per_second, self._budget + (now - self._budget_at) * per_second)
         self._budget_at = now
         if self._budget >= 1.0:
             self._budget -= 1.0
-            return True
-        self.resends_refused += 1
-        return False
+            return 0.0
+        return (1.0 - self._budget) / per_second
+
 
     def reset_verdict(self) -> None:
         """After a move to another rung: judge afresh against its needs."""
@@ -231,5 +236,41 @@ class LinkEstimate:
             "jitter_ms": rounded(self.jitter_ms),
             "nacks_per_s": rounded(self.rate("nack")),
             "plis_per_s": rounded(self.rate("pli")),
+            "resent": self.resent,
             "resends_refused": self.resends_refused,
         }
+
+
+class ResendPacer:
+    """Resends a viewer's NACKed packets at the pace its link allows, instead of all at once:
+    paced, not refused, since a receiver may wait for a hole to be filled (aiortc's jitter
+    buffer holds every later frame until it is, or 128 packets have passed). The newest
+    RESEND_QUEUE requests are kept; older ones are dropped (counted in `link.resends_refused`)."""
+
+    def __init__(self, link: LinkEstimate, retransmit: Callable[[int], Awaitable[None]]) -> None:
+        self.link = link
+        self._retransmit = retransmit
+        self._queue: Deque[int] = collections.deque()
+        self._wake = asyncio.Event()
+
+    def add(self, sequence_numbers: list[int]) -> None:
+        for seq in sequence_numbers:
+            if seq not in self._queue:
+                self._queue.append(seq)
+        while len(self._queue) > RESEND_QUEUE:
+            self._queue.popleft()
+            self.link.resends_refused += 1
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The pacing task (its owner cancels it when the viewer closes)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                wait = self.link.resend_wait()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                await self._retransmit(self._queue.popleft())
+                self.link.resent += 1

@@ -29,7 +29,7 @@ from robotcam.auth.identity import OPEN, Identity
 from robotcam.config import WebRTCConfig
 from robotcam.hub import PeerVideoTrack
 from robotcam.ice import bound_gathering
-from robotcam.link import LinkEstimate
+from robotcam.link import LinkEstimate, ResendPacer
 from robotcam.rungs import RungPolicy
 from robotcam.pipeline import VideoPipeline
 from robotcam.tasks import TaskSet
@@ -67,6 +67,7 @@ class PeerSession:
     #: the viewer's link, from the RTCP its browser sends, and its rung on the ladder
     link: LinkEstimate | None = None
     policy: RungPolicy | None = None
+    pacer: asyncio.Task[None] | None = None  # resends NACKed packets at the link's pace
     #: what extensions keep per viewer (their own keys); scalars show in /health
     extras: dict[str, Any] = field(default_factory=dict)
     released: bool = False
@@ -308,6 +309,8 @@ class PeerManager:
         the viewer along the rendition ladder."""
         link = session.link = LinkEstimate(sender._ssrc, self.pipeline.video.bitrate)
         policy = session.policy = RungPolicy(lambda: self.pipeline.rungs, link)
+        pacer = ResendPacer(link, sender._retransmit)
+        session.pacer = self._tasks.spawn(pacer.run(), "robotcam-peer-resends")
         handle = sender._handle_rtcp_packet
 
         async def on_rtcp(packet: Any) -> None:
@@ -319,7 +322,8 @@ class PeerManager:
                          policy.rungs[rung].describe(), policy.why)
                 self.pipeline.switch(session.track, rung)
             if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-                packet.lost = [seq for seq in packet.lost if link.allow_resend()]
+                pacer.add(packet.lost)
+                return
             await handle(packet)
 
         sender._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
@@ -356,6 +360,8 @@ class PeerManager:
             log.info("viewer %d: closed (%s), %d viewer(s) left", session.id, why, len(self.sessions))
         if session.expiry is not None and session.expiry is not asyncio.current_task():
             session.expiry.cancel()
+        if session.pacer is not None:
+            session.pacer.cancel()
         session.track.stop()
         await session.pc.close()
         if not session.released:

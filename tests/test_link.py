@@ -18,7 +18,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from robotcam.link import GOOD_AFTER, SHORT_AFTER, LinkEstimate
+from robotcam.link import GOOD_AFTER, RESEND_QUEUE, SHORT_AFTER, LinkEstimate, ResendPacer
 from tests.conftest import wait_until
 from tests.viewer import Viewer
 
@@ -134,12 +134,38 @@ def test_nack_and_pli_rates_and_the_resend_budget() -> None:
         link.observe(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=OURS))
         now.t += 0.1
     assert link.nacked == 200 and link.rate("nack") == 200 / 5 and link.rate("pli") == 10 / 5
-    # a viewer NACKing hundreds of packets at once gets no more resends than its budget:
-    # at least 30 packets/s, or a quarter of its estimate (here 400 kbit/s: about 11/s)
-    allowed = sum(link.allow_resend() for _ in range(500))
-    assert 25 <= allowed <= 35 and link.resends_refused == 500 - allowed
+    # a viewer NACKing hundreds of packets at once gets no more resends than its budget: a
+    # quarter of its estimate (here 400 kbit/s: about 11 packets/s); the rest wait their turn
+    allowed = sum(link.resend_wait() == 0 for _ in range(500))
+    assert 9 <= allowed <= 13
+    assert 0 < link.resend_wait() <= 1 / 11 + 0.01  # the next one's turn
     now.t += 1.0
-    assert sum(link.allow_resend() for _ in range(100)) <= 31  # refilled at the rate, not beyond
+    assert sum(link.resend_wait() == 0 for _ in range(100)) <= 12  # refilled at the rate, not beyond
+
+
+async def test_resends_are_paced_not_refused() -> None:
+    link = LinkEstimate(OURS, 8 * 1100 * 40 * 4, Clock())  # a budget of 40 packets a second
+    link._now = asyncio.get_running_loop().time
+    sent: list[int] = []
+
+    async def retransmit(seq: int) -> None:
+        sent.append(seq)
+
+    pacer = ResendPacer(link, retransmit)
+    task = asyncio.ensure_future(pacer.run())
+    try:
+        pacer.add(list(range(60)))
+        pacer.add([5, 6, 60])  # already waiting: asked once
+        await asyncio.sleep(0.5)
+        assert 40 <= len(sent) < 61, "the first second's budget at once, then at its pace"
+        await wait_until(lambda: len(sent) == 61, 5, "every request resent, paced")
+        assert sent == list(range(61)) and link.resent == 61 and link.resends_refused == 0
+        pacer.add(list(range(1000, 1000 + RESEND_QUEUE + 10)))  # more than it keeps waiting
+        await wait_until(lambda: len(sent) == 61 + RESEND_QUEUE, 10, "the newest ones resent")
+        assert link.resends_refused == 10 and sent[61] == 1010
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_health_shows_each_viewers_link(robot: Any) -> None:
