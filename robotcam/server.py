@@ -115,6 +115,26 @@ async def offer(request: web.Request) -> web.Response:
     )
 
 
+async def viewer_quality(request: web.Request) -> web.Response:
+    """GET /api/viewer?session=KEY: the rendition a viewer receives and why, and its link, for
+    the page's stats overlay (its own session only, as for talking)."""
+    daemon = request.app[DAEMON]
+    session = daemon.peers.by_key(request.query.get("session", ""))
+    asking = request[IDENTITY]
+    if session is None or not (asking.allows("admin") or session.identity.name == asking.name):
+        return json_error(404, "unknown session: it has ended or never existed; connect again")
+    policy = session.policy
+    rungs = policy.rungs if policy else []
+    rung = min(policy.rung, len(rungs) - 1) if policy and rungs else 0
+    return web.json_response({
+        "rung": rung,
+        "rungs": len(rungs),
+        "rendition": rungs[rung].describe() if rungs else None,
+        "why": policy.why if policy else None,
+        "link": session.link.describe() if session.link else None,
+    })
+
+
 async def client_config(request: web.Request) -> web.Response:
     """What the web client needs before its offer: ICE servers and the features on offer."""
     return web.json_response(request.app[DAEMON].peers.client_config(request[IDENTITY]))
@@ -160,6 +180,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/connect", offer)  # RTCBot's client posts its offer here
     app.router.add_get("/health", health)
     app.router.add_get("/api/config", client_config)
+    app.router.add_get("/api/viewer", viewer_quality)
     add_signaling_routes(app, daemon)  # /whep, /whep/{key}, /ws
     add_audio_routes(app, daemon)  # /api/talk, /api/events, /robotcam-ca.crt
     add_media_routes(app, daemon)  # /snapshot.jpg, /stream.mjpg, /metrics, /api/recordings

@@ -65,6 +65,7 @@ async def login(robot: Robot, name: str, password: str | None = None, **headers:
 ROUTES = [
     ("health", "GET", "/health", {}, None),
     ("config", "GET", "/api/config", {}, None),
+    ("viewer", "GET", "/api/viewer?session=nope", {}, None),
     ("offer", "POST", "/offer", {}, b"{}"),
     ("connect", "POST", "/connect", {}, b"{}"),
     ("whep", "POST", "/whep", {"Content-Type": "application/sdp"}, b""),
@@ -83,11 +84,10 @@ ROUTES = [
     ("recording", "GET", "/api/recordings/nope.mp4", {}, None),
 ]
 # What each route answers once allowed (its handler's own answer to the matrix's request).
-PASSED = {"health": 200, "config": 200, "offer": 400, "connect": 400, "whep": 400, "whep-patch": 404,
+PASSED = {"health": 200, "config": 200, "viewer": 404, "offer": 400, "connect": 400, "whep": 400, "whep-patch": 404,
           "whep-delete": 404, "ws": 426, "ws-upgrade": 101, "events": 200, "talk": 400, "page": 200,
           "session": 200, "snapshot": 200, "metrics": 200, "recordings": 200, "recording": 400}
 NEEDS = {"talk": "talk", "metrics": "metrics", "recordings": "admin", "recording": "admin"}  # else view
-VIEW_ROUTES = {"config", "offer", "connect", "whep", "whep-patch", "whep-delete", "ws", "ws-upgrade", "events"}
 PUBLIC = {"page", "session", "health"}
 WHEP = {"whep", "whep-patch", "whep-delete"}
 STATE_CHANGING = {"offer", "connect", "talk", "ws-upgrade"}  # through the cookie: Origin checked

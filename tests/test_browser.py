@@ -320,6 +320,10 @@ def test_page_plays_video(daemon: DaemonProcess, open_page: Any) -> None:
     assert page.locator("#stat-resolution").inner_text() == "320 × 240"
     assert re.fullmatch(r"(H\.264.*|VP8)", page.locator("#stat-codec").inner_text()), page.locator("#stat-codec").inner_text()
     assert "127.0.0.1" in page.locator("#stat-path").inner_text()
+    # which rendition the daemon sends this page, and the link it estimates
+    page.wait_for_function("() => document.getElementById('stat-quality').textContent.startsWith('full: 320x240')",
+                           timeout=15_000)
+    page.wait_for_function("() => /good|short/.test(document.getElementById('stat-link').textContent)", timeout=15_000)
 
     # The footer shows the daemon's /health.
     page.wait_for_function("() => /testpattern/.test(document.getElementById('footer-text').textContent)", timeout=15_000)

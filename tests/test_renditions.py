@@ -123,6 +123,9 @@ async def test_a_short_viewer_moves_down_and_back_without_renegotiating(robot_fa
         weak_health = next(s for s in health["peers"]["sessions"] if s["id"] == session.id)
         assert weak_health["rung"] == rung and weak_health["rendition"].startswith("160x120")
         assert "link short" in weak_health["rendition_why"]
+        quality = await (await robot.http.get("/api/viewer", params={"session": session.key})).json()
+        assert quality["rung"] == rung and quality["rendition"].startswith("160x120") and quality["link"]["verdict"]
+        assert (await robot.http.get("/api/viewer", params={"session": "nope"})).status == 404
 
         session.policy.hold = 1.0  # the test does not wait out the real hold
         await say(5_000_000, 12)

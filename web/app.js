@@ -157,6 +157,7 @@
       stream: null,
       answeredAt: 0,
       gotFrame: false,
+      session: null, // X-Robotcam-Session of the answer: names this viewer in later requests
       framesSeen: -1,
       lastProgressAt: 0,
       disconnectedTimer: 0,
@@ -203,6 +204,7 @@
       if (attempt !== a) return;
       await pc.setRemoteDescription(answer);
       if (window.robotcamSound) window.robotcamSound.connected(pc, answer.session);
+      a.session = answer.session;
       a.answeredAt = a.lastProgressAt = performance.now();
       watchDtls(a);
     } catch (err) {
@@ -512,7 +514,10 @@
       a.prev = summary;
       robotcam.stats = summary;
       watchdog(a, summary);
-      if (!ui.stats.hidden) renderStats(summary);
+      if (!ui.stats.hidden) {
+        renderStats(summary);
+        pollQuality(a);
+      }
     } catch (err) {
       /* the connection was closed under us; the next attempt has its own stats */
     } finally {
@@ -620,6 +625,8 @@
     codec: $('stat-codec'),
     loss: $('stat-loss'),
     path: $('stat-path'),
+    quality: $('stat-quality'),
+    link: $('stat-link'),
   };
 
   function renderStats(s) {
@@ -639,6 +646,35 @@
       statCells.path,
       s.local && s.remote ? `${end(s.local)} ↔ ${end(s.remote)} (${s.local.type || '?'}/${s.remote.type || '?'})` : '–',
     );
+  }
+
+  // What the daemon says about this viewer: which rendition it sends and why, and the link it
+  // estimates (GET /api/viewer), every few seconds while the overlay is open.
+  let qualityAt = 0;
+
+  async function pollQuality(a) {
+    const now = performance.now();
+    if (!a.session || now - qualityAt < 3000) return;
+    qualityAt = now;
+    try {
+      const response = await fetchWithTimeout(`/api/viewer?session=${encodeURIComponent(a.session)}`,
+        { cache: 'no-store' }, SETTINGS.healthTimeoutMs);
+      if (!response.ok || attempt !== a) return;
+      const q = await response.json();
+      robotcam.quality = q;
+      const full = q.rung === 0;
+      statCells.quality.textContent = q.rendition
+        ? `${full ? 'full' : `reduced (${q.rung} of ${q.rungs - 1})`}: ${q.rendition}${full ? '' : ` — ${q.why}`}`
+        : '–';
+      const l = q.link || {};
+      const parts = [];
+      if (l.estimate_kbps != null) parts.push(`estimate ${l.estimate_kbps} kbit/s`);
+      if (l.loss_percent != null) parts.push(`loss ${l.loss_percent} %`);
+      if (l.verdict) parts.push(l.verdict);
+      statCells.link.textContent = parts.length ? parts.join(', ') : '–';
+    } catch (err) {
+      /* the overlay keeps its last figures */
+    }
   }
 
   function formatBitrate(bps) {

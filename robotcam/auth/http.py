@@ -55,6 +55,7 @@ ROUTES: dict[str, str] = {
     "/ws": "view",
     "/api/events": "view",
     "/api/config": "view",
+    "/api/viewer": "view",
     "/api/talk": "talk",
 }
 #: GET routes that also take the token as `?token=`: stills and streams are fetched by things
