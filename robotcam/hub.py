@@ -7,11 +7,13 @@ keyframe, silently). Here every peer has a bounded queue; a peer that falls behi
 waits for the next keyframe (as MediaMTX's per-reader ring buffer does), and asks for one, so a
 slow viewer never blocks the hub or any other viewer.
 
-One viewer must not make the encoder send keyframes to everyone: a track queues nothing and
-asks for nothing until its sender starts reading (aiortc starts it once DTLS is up, so a viewer
-that never connects costs nothing), and its own requests (join, overflow, its browser's PLIs)
-reach the shared encoder at most once per KEYFRAME_SPACING; a request in between is deferred
-to the end of that spacing, not lost.
+One viewer must not make the encoder send keyframes to everyone. A joining track asks for one
+keyframe, and until its sender starts reading (aiortc starts it once DTLS is up) it keeps just
+the newest keyframe and what follows it, asking for nothing more: a viewer that never connects
+costs nothing, and one that does finds a fresh keyframe waiting (one older than
+FRESH_KEYFRAME is dropped and a new one asked for). Its requests (join, overflow, its browser's
+PLIs) reach the shared encoder at most once per KEYFRAME_SPACING; a request in between is
+deferred to the end of that spacing, not lost.
 
 A track can move to another hub of the same codec (another rung of the rendition ladder): it
 stops taking the old hub's packets, waits on the target as a pending reader and moves at the
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 KEYFRAME_SPACING = 1.0  # seconds between one viewer's keyframe requests reaching the encoder
 SWITCH_TIMEOUT = 2.0  # seconds a switch waits for the target's keyframe before giving up
+FRESH_KEYFRAME = 0.5  # seconds: a keyframe kept before connecting is still worth starting at
 
 
 class PeerVideoTrack(MediaStreamTrack):
@@ -61,6 +64,7 @@ class PeerVideoTrack(MediaStreamTrack):
         self.reading = False  # the sender has started (the viewer is connected)
         self.switches = 0
         self._last_request = float("-inf")
+        self._keyframe_at = float("-inf")  # when the queued GOP's keyframe arrived
         self._deferred: asyncio.TimerHandle | None = None
         self._next_hub: PacketHub | None = None  # a switch waiting for that hub's keyframe
         self._switch_timer: asyncio.TimerHandle | None = None
@@ -131,17 +135,27 @@ class PeerVideoTrack(MediaStreamTrack):
 
     def _offer(self, packet: av.Packet) -> None:
         """Called by the hub on the event loop for every packet."""
-        if not self.reading or self._next_hub is not None:  # not connected yet / switching away
+        if self._next_hub is not None:  # switching away: the old stream pauses
             return
+        if not self.reading and packet.is_keyframe:  # not connected yet: keep the newest GOP
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self.waiting_for_keyframe = True
         if self.waiting_for_keyframe:
             if not packet.is_keyframe:
                 return
             self.waiting_for_keyframe = False
+            self._keyframe_at = asyncio.get_running_loop().time()
         try:
             self._queue.put_nowait(packet)
             if packet.pts is not None:
                 self._last_pts = packet.pts
         except asyncio.QueueFull:
+            if not self.reading:  # a GOP longer than the queue before connecting: the next one
+                while not self._queue.empty():
+                    self._queue.get_nowait()
+                self.waiting_for_keyframe = True
+                return
             # Fallen behind: what is queued is stale, and a partial GOP is useless. Start over
             # at the next keyframe, and ask for one so the wait is short.
             dropped = self._queue.qsize() + 1
@@ -155,7 +169,9 @@ class PeerVideoTrack(MediaStreamTrack):
     def request_keyframe(self) -> None:
         """Called on join, on overflow, and on a PLI/FIR from the viewer's browser; spaced."""
         self.keyframe_requests += 1
-        if self._hub is None or not self.reading or self._deferred is not None:
+        if self._hub is None or self._deferred is not None:
+            return
+        if not self.reading and self.keyframe_requests > 1:  # only the join's, before connecting
             return
         loop = asyncio.get_running_loop()
         wait = self._last_request + KEYFRAME_SPACING - loop.time()
@@ -177,7 +193,13 @@ class PeerVideoTrack(MediaStreamTrack):
             raise MediaStreamError
         if not self.reading:
             self.reading = True
-            self.request_keyframe()  # connected: start at a fresh keyframe, now
+            now = asyncio.get_running_loop().time()
+            if now - self._keyframe_at > FRESH_KEYFRAME:
+                while not self._queue.empty():  # stale, or none yet: start at a fresh one
+                    self._queue.get_nowait()
+                self.waiting_for_keyframe = True
+                if now - self._last_request > FRESH_KEYFRAME:  # the join's is not on its way
+                    self.request_keyframe()
         packet = await self._queue.get()
         if packet is None:
             raise MediaStreamError

@@ -40,22 +40,38 @@ async def connected(track: PeerVideoTrack) -> asyncio.Future[av.Packet]:
     return first
 
 
-async def test_a_new_viewer_starts_at_a_keyframe_and_asks_for_one_once_connected() -> None:
+async def test_a_joining_viewer_asks_once_and_starts_at_the_newest_keyframe() -> None:
     recorder = Recorder()
     hub = make_hub(recorder)
     track = PeerVideoTrack(queue_size=10)
     hub.subscribe(track)
-    assert recorder.keyframe_requests == 0, "not connected yet: nothing to ask for"
-    hub.publish(packet(0, key=True))  # before it reads: not kept (it would be stale by then)
-    pending = await connected(track)
-    assert recorder.keyframe_requests == 1
-    for n in range(1, 3):
+    assert recorder.keyframe_requests == 1, "a joining viewer should not wait a whole GOP"
+    for n in range(3):  # before the join's keyframe: nothing to start at
         hub.publish(packet(n, key=False))
     hub.publish(packet(3, key=True))
     hub.publish(packet(4, key=False))
-    got = [await asyncio.wait_for(pending, 1), await asyncio.wait_for(track.recv(), 1)]
-    assert [p.pts // 3000 for p in got] == [3, 4]
-    assert got[0].is_keyframe
+    pending = await connected(track)  # DTLS is up: it starts at the keyframe it kept
+    hub.publish(packet(5, key=False))
+    got = [await asyncio.wait_for(pending, 1)] + [await asyncio.wait_for(track.recv(), 1) for _ in range(2)]
+    assert [p.pts // 3000 for p in got] == [3, 4, 5] and got[0].is_keyframe
+    assert recorder.keyframe_requests == 1, "a fresh keyframe was waiting: nothing more to ask"
+
+
+async def test_a_keyframe_gone_stale_before_connecting_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    import robotcam.hub
+
+    monkeypatch.setattr(robotcam.hub, "FRESH_KEYFRAME", 0.05)
+    monkeypatch.setattr(robotcam.hub, "KEYFRAME_SPACING", 0.1)
+    recorder = Recorder()
+    hub = make_hub(recorder)
+    track = PeerVideoTrack(queue_size=10)
+    hub.subscribe(track)
+    hub.publish(packet(0, key=True))
+    await asyncio.sleep(0.2)  # a slow handshake
+    pending = await connected(track)
+    await wait_until(lambda: recorder.keyframe_requests == 2, 2, "a fresh keyframe asked for")
+    hub.publish(packet(9, key=True))
+    assert (await asyncio.wait_for(pending, 1)).pts // 3000 == 9
 
 
 async def test_a_slow_viewer_drops_to_the_next_keyframe_and_never_holds_up_others() -> None:
@@ -112,8 +128,8 @@ async def test_hub_close_ends_every_viewer() -> None:
 
 
 async def test_a_viewer_that_never_connects_costs_nothing() -> None:
-    """Answered but never connected (a closed tab, blocked UDP): its queue never overflows, so
-    it never makes the encoder send everyone keyframes."""
+    """Answered but never connected (a closed tab, blocked UDP): it keeps only the newest GOP
+    and never asks again, so it never makes the encoder send everyone keyframes."""
     recorder = Recorder()
     hub = make_hub(recorder)
     ghost, watcher = PeerVideoTrack(queue_size=4), PeerVideoTrack(queue_size=4)
@@ -126,8 +142,9 @@ async def test_a_viewer_that_never_connects_costs_nothing() -> None:
             await first
         else:
             await asyncio.wait_for(watcher.recv(), 1)
-    assert recorder.keyframe_requests == 1  # the watcher's join, and nothing from the ghost
-    assert ghost.packets_dropped == 0 and ghost.keyframe_requests == 1  # its join, not passed on
+    # each asked for one keyframe when it joined, and the ghost never for another
+    assert recorder.keyframe_requests == 2 and ghost.keyframes_requested == 1
+    assert ghost.packets_dropped == 0
 
 
 async def test_one_viewers_keyframe_requests_are_spaced_but_not_lost() -> None:

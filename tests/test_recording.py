@@ -61,9 +61,13 @@ async def test_segments_play_from_their_first_frame_cover_the_time_and_are_kept_
     await wait_until(lambda: recorder.state == "recording", what="recording started")
     started = time.monotonic()
     assert len(daemon.peers) == 0 and "H264" in daemon.pipeline.encoders  # the recorder reads the hub
+    encoder = daemon.pipeline.encoders["H264"]
+    skipped_before = encoder.frames_skipped
     await asyncio.sleep(4.5)
     daemon.apply_config(with_recording(daemon.config, enabled=False))
     await wait_until(lambda: recorder.state == "off", what="recording stopped")
+    # frames the shared encoder skipped while busy (a loaded machine) were never encoded
+    skipped = encoder.frames_skipped - skipped_before
     recorded = time.monotonic() - started
 
     names = sorted(p.name for p in folder.glob("*.mp4"))
@@ -80,8 +84,11 @@ async def test_segments_play_from_their_first_frame_cover_the_time_and_are_kept_
             assert abs(seconds - video_seconds) <= 0.15, (name, seconds, video_seconds)
             assert abs(pitch - 440) < 5, pitch
     numbers = [number for _, number in frames]
-    # no frame lost or repeated at segment boundaries, and as many as the time recorded
-    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    # no frame lost or repeated at segment boundaries (but those the encoder skipped), and as
+    # many as the time recorded
+    assert numbers == sorted(set(numbers)), "in order, none twice"
+    missing = numbers[-1] - numbers[0] + 1 - len(numbers)
+    assert missing <= skipped, (missing, skipped, numbers)
     print(f"recorded {len(numbers)} frames in {recorded:.2f} s ({len(names)} segments)")
     assert abs(len(numbers) - recorded * FPS) <= 0.05 * recorded * FPS + 3
 
