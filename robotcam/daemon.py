@@ -20,6 +20,7 @@ from robotcam.events import EventHub
 from robotcam.ice import pin_host_addresses
 from robotcam.peers import PeerManager
 from robotcam.pipeline import SourceFactory, VideoPipeline
+from robotcam.process import process_report
 from robotcam.sources import open_source
 
 DEGRADED_FPS_RATIO = 0.5  # measured below half the configured rate: degraded
@@ -140,6 +141,7 @@ class Daemon:
             "video": video,
             **sections,
             "peers": {"count": viewers, "max": limit, "sessions": self.peers.snapshot()},
+            "process": process_report(),
         }
 
     def status_line(self) -> str:
