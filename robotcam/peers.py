@@ -125,7 +125,12 @@ def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
             "the offer has no video section: add a receive-only video transceiver "
             "(pc.addTransceiver('video', {direction: 'recvonly'}))",
         )
-    if video[0].direction not in (None, "recvonly", "sendrecv"):
+    for media in description.media:
+        # RFC 3264 defaults a missing direction to sendrecv; aiortc's createAnswer fails on it
+        if media.kind in ("audio", "video") and media.direction is None:
+            raise OfferError(400, f"invalid SDP offer: {media.kind} section has no direction "
+                                  "(a=recvonly, a=sendrecv, a=sendonly or a=inactive)")
+    if video[0].direction not in ("recvonly", "sendrecv"):
         raise OfferError(
             400, f"the offer's video is {video[0].direction}: it must be recvonly or sendrecv"
         )
@@ -135,6 +140,15 @@ def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
             raise OfferError(400, f"invalid SDP offer: {media.kind} section has no ICE ufrag/pwd")
         if not (media.dtls and media.dtls.fingerprints):
             raise OfferError(400, f"invalid SDP offer: {media.kind} section has no DTLS fingerprint")
+        # aiortc's createAnswer fails without one (its transceiver gets no transport)
+        if not media.rtp.muxId:
+            raise OfferError(400, f"invalid SDP offer: {media.kind} section has no a=mid")
+    mids = [media.rtp.muxId for media in description.media]
+    if len(set(mids)) != len(mids):
+        raise OfferError(400, "invalid SDP offer: two sections share one a=mid")
+    for group in description.group:  # aiortc bundles onto the first mid's transport
+        if group.semantic == "BUNDLE" and not set(group.items) <= set(mids):
+            raise OfferError(400, "invalid SDP offer: a=group:BUNDLE names a mid no section has")
     names = {c.name.upper() for c in video[0].rtp.codecs}
     if not names & set(SUPPORTED_CODECS):
         raise OfferError(

@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 
 from robotcam.auth.http import IDENTITY
 from robotcam.daemon import Daemon
+from robotcam.payload import RequestPayloadError, abandon_body, body_problem
 from robotcam.peers import OfferError, PeerSession
 from robotcam.signaling.candidates import CandidateError, parse_sdpfrag
 from robotcam.turn import ice_servers
@@ -121,11 +122,15 @@ async def read_body(request: web.Request, limit: int, expected: str, accept_head
         raise WhepError(413, f"request body too large: the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(limit + 1 - size):  # read() may return a part
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise WhepError(413, f"request body too large: the limit is {limit} bytes")
+    try:
+        while chunk := await request.content.read(limit + 1 - size):  # read() may return a part
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise WhepError(413, f"request body too large: the limit is {limit} bytes")
+    except RequestPayloadError as exc:
+        abandon_body(request)
+        raise WhepError(400, body_problem(exc), {"Connection": "close"}) from None
     try:
         return b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError:
