@@ -126,6 +126,8 @@ def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
             "(pc.addTransceiver('video', {direction: 'recvonly'}))",
         )
     for media in description.media:
+        if media.kind not in ("audio", "video", "application"):  # aiortc's createAnswer fails on it
+            raise OfferError(400, f"invalid SDP offer: unknown media kind {media.kind!r}")
         # RFC 3264 defaults a missing direction to sendrecv; aiortc's createAnswer fails on it
         if media.kind in ("audio", "video") and media.direction is None:
             raise OfferError(400, f"invalid SDP offer: {media.kind} section has no direction "
@@ -225,7 +227,10 @@ class PeerManager:
                 extension.answered(session)
         except BaseException:
             track.stop()
-            await pc.close()
+            try:
+                await pc.close()
+            except Exception as exc:  # noqa: BLE001 - half-built by an odd offer; the cause is raised below
+                log.debug("viewer %d: closing the refused peer connection failed: %r", session.id, exc)
             session.released = True
             await self._extensions_closed(session)
             raise
@@ -292,7 +297,11 @@ class PeerManager:
         if transceiver.mid is None:
             raise OfferError(400, "the offer's video section could not be matched")
         bound_gathering(pc, self.webrtc.gather_timeout)  # a dead STUN server must not stall us
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except (AttributeError, ValueError, KeyError, IndexError, TypeError) as exc:
+            # check_offer refuses the shapes known to break aiortc; this catches the rest
+            raise OfferError(400, f"invalid SDP offer: it cannot be answered ({type(exc).__name__}: {exc})") from None
         codec = answer_codec(pc.localDescription.sdp)
         if codec not in SUPPORTED_CODECS:
             raise OfferError(400, "no video codec in common: robotcam sends H264 or VP8")

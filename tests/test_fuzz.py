@@ -101,6 +101,7 @@ def test_offer_and_connect_bodies_and_headers(served: ServedDaemon) -> None:
 NO_DIRECTION = CHROME_OFFER.replace("a=mid:1\r\n", "a=mid:1\r\n", 1).replace("a=recvonly\r\n", "")
 NO_MID = CHROME_OFFER.replace("a=mid:1\r\n", "")
 BUNDLE_UNKNOWN_MID = CHROME_OFFER.replace("a=group:BUNDLE 0 1 2", "a=group:BUNDLE 0 1 2 7")
+UNKNOWN_KIND = CHROME_OFFER.replace("m=application", "m=aXpplication")
 
 
 def test_mutated_sdp_offers(served: ServedDaemon, offers: list[str]) -> None:
@@ -109,6 +110,7 @@ def test_mutated_sdp_offers(served: ServedDaemon, offers: list[str]) -> None:
     @example(sdp=NO_DIRECTION)  # found: a video section without a direction
     @example(sdp=NO_MID)  # found: a section without a=mid
     @example(sdp=BUNDLE_UNKNOWN_MID)  # found: BUNDLE naming a mid no section has
+    @example(sdp=UNKNOWN_KIND)  # found (long mode): a section of a kind aiortc does not know
     def target(sdp: str) -> None:
         status, reply_headers, body = served.request("POST", "/offer", json.dumps({"sdp": sdp, "type": "offer"}).encode(),
                                                      {"Content-Type": "application/json"})
@@ -306,6 +308,8 @@ def test_sign_in_and_credential_headers(secured: ServedDaemon) -> None:
                st.sampled_from(["null", "http://evil.example", f"http://127.0.0.1:{secured.port}"]), HEADER_VALUES),
                "Content-Type": CONTENT_TYPES, "X-Forwarded-For": HEADER_VALUES}))
     @example(method="POST", path="/api/login", body=b'{"username": "admin", "password": "pw-admin"}', extra={})
+    # found (long mode): a token that is not UTF-8 (latin-1 bytes in the header) was a 500
+    @example(method="POST", path="/api/login", body=b"{}", extra={"Authorization": "Bearer \xf6o"})
     def target(method: str, path: str, body: bytes, extra: dict[str, str]) -> None:
         status, got, reply = secured.request(method, path, body if method != "GET" else None, extra)
         if path.startswith("/api/") or path in ("/offer", "/health"):
