@@ -37,7 +37,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,8 @@ import aiohttp  # noqa: E402
 import aioice.ice  # noqa: E402
 from aiortc import RTCSessionDescription  # noqa: E402
 
+from tests.conftest import free_port  # noqa: E402
+from tests.daemon_process import DaemonProcess  # noqa: E402
 from tests.signaling_support import RobotProgram, sdpfrag, split_candidates  # noqa: E402
 from tests.viewer import Viewer  # noqa: E402
 
@@ -62,12 +63,6 @@ TOKEN = "soak-admin-token-0123456789abcdef"
 START_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0  # s for peers to reach 0 and counts to settle after the last viewer
 KINDS = ("offer", "offer", "vanish", "whep", "ws")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def config_text(port: int, workdir: Path, variant: int) -> str:
@@ -129,10 +124,12 @@ class Soak:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config = workdir / "robotcam.yaml"
         self.stall = workdir / "stall"
-        self.log = workdir / "daemon.log"
+        self.daemon: DaemonProcess | None = None  # the daemon's config file, log and process
+        self.config = workdir / "robotcam.yaml"
+        self.log = workdir / "daemon-1.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
         self.samples: list[Sample] = []
         self.tally = Tally()
         self.t0 = time.monotonic()
@@ -147,14 +144,12 @@ class Soak:
     # --- the daemon -------------------------------------------------------------------------
 
     def launch(self) -> None:
-        self.config.write_text(config_text(self.port, self.workdir, 0))
-        env = dict(os.environ, PYTHONUNBUFFERED="1", ROBOTCAM_TEST_STALL_FILE=str(self.stall),
-                   PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "hooks")]))
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "robotcam", "run", "--config", str(self.config)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
+        self.daemon = DaemonProcess(
+            self.workdir, config_text=config_text(self.port, self.workdir, 0), port=self.port,
+            env={"ROBOTCAM_TEST_STALL_FILE": str(self.stall), "PYTHONPATH": str(REPO / "tests" / "hooks")},
+        ).launch()
+        self.config, self.log, self.proc = self.daemon.config, self.daemon.log, self.daemon.proc
+        self.pid = self.proc.pid if self.proc else None
 
     async def health(self) -> dict[str, Any] | None:
         assert self.http is not None
@@ -180,17 +175,8 @@ class Soak:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop_daemon(self) -> int | None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
+        """SIGTERM (then SIGKILL if it hangs); the exit code, None if it was not running."""
+        return self.daemon.stop() if self.daemon is not None and self.daemon.proc is not None else None
 
     def alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None and self.crashed is None:
@@ -436,14 +422,17 @@ class Soak:
                     await self.close_viewer(viewer)
                 self.active.clear()
                 idle = await self.settle_idle()
+                if self.alive():
+                    code = self.stop_daemon()
+                    self.proc = None  # stopped on purpose
+                    if code != 0:
+                        self.crashed = f"the daemon exited with {code} on SIGTERM"
                 return self.report(baseline, idle, playing_at_end, len(final_kinds))
         finally:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            code = self.stop_daemon()
-            if code not in (0, None) and self.crashed is None:
-                self.crashed = f"the daemon exited with {code} on SIGTERM"
+            self.stop_daemon()
             self.program.stop()
 
     async def final_viewer(self, kind: str) -> bool:
@@ -516,7 +505,7 @@ class Soak:
             return "-" if v is None else f"{v:.{digits}f}"
 
         print(f"\nsoak: {self.samples[-1].t / 60 if self.samples else 0:.1f} min, warm-up {self.warmup / 60:.1f} min, "
-              f"{len(self.samples)} samples, daemon pid {getattr(self.proc, 'pid', '?')}, {self.workdir}")
+              f"{len(self.samples)} samples, daemon pid {self.pid}, {self.workdir}")
         print("| measure | start | idle baseline | peak | last under load | idle at end | growth/h after warm-up |")
         print("|---|---|---|---|---|---|---|")
         for name, first, base, peak, last, end, g in rows:

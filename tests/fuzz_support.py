@@ -136,7 +136,10 @@ class ServedDaemon:
                 conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
             response = conn.getresponse()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            got = {k.lower(): v for k, v in response.getheaders()}
+            if got.get("content-type", "").startswith("text/event-stream"):
+                return response.status, got, b""  # /api/events streams until the client leaves
+            return response.status, got, response.read()
         finally:
             conn.close()
 
