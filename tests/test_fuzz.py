@@ -236,12 +236,12 @@ def test_control_channel_messages(served: ServedDaemon) -> None:
     """Anything on the `control` channel reaches the robot program as a JSON object or gets an
     error reply; the viewer stays connected throughout."""
     program: RobotProgram = served.program  # type: ignore[attr-defined]
-    viewer = ControlViewer()
 
-    async def start() -> int:
+    async def start() -> ControlViewer:
+        viewer = ControlViewer()  # made in the daemon's loop: aiortc binds to the running loop
         await viewer.connect(served.post_offer)
         await asyncio.wait_for(viewer.opened.wait(), 30)
-        return max(served.daemon.peers.sessions)
+        return viewer
 
     async def send(message: str | bytes, probe: int) -> list[Any]:
         """The message, then a probe the program must get: messages are handled in order."""
@@ -259,7 +259,8 @@ def test_control_channel_messages(served: ServedDaemon) -> None:
             forwarded.append(got)
         return forwarded
 
-    session_id = served.call(start())
+    viewer = served.call(start())
+    session_id = max(served.daemon.peers.sessions)
     probes = iter(range(10**9))
 
     @fuzz_settings(200)
