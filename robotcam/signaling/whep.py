@@ -109,10 +109,19 @@ def if_match_ok(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+def media_type(request: web.Request) -> str | None:
+    """The Content-Type's media type, lower case; None when the header cannot be parsed (the
+    standard library's parser raises IndexError on some malformed parameters, e.g. "a;b*")."""
+    try:
+        return request.content_type.lower()
+    except (IndexError, ValueError):
+        return None
+
+
 async def read_body(request: web.Request, limit: int, expected: str, accept_header: str) -> str:
     """The body as text, after checking its media type and size."""
     given = request.headers.get("Content-Type")
-    if given is None or request.content_type.lower() != expected:
+    if given is None or media_type(request) != expected:
         raise WhepError(
             415,
             f"Content-Type must be {expected} (got {given or 'none'})",
