@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 
 from aiortc import (
     RTCConfiguration,
+    RTCIceCandidate,
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
@@ -110,6 +111,15 @@ def video_codec_preferences() -> list[Any]:
     return sorted((c for c in caps if rank(c)[0] < 3), key=rank)
 
 
+def candidate_problem(candidate: RTCIceCandidate) -> str | None:
+    """Why aioice cannot use a remote candidate, or None. A port outside 1-65535 makes its
+    connectivity check fail inside asyncio ("Fatal write error on datagram transport"), which
+    closes that viewer's socket and logs an error."""
+    if not 1 <= candidate.port <= 65535:
+        return f"candidate port {candidate.port} is out of range (1-65535)"
+    return None
+
+
 def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
     """Reject what aiortc would choke on, with a message a client author can act on."""
     if not sdp.lstrip().startswith("v=0"):
@@ -142,6 +152,9 @@ def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
             raise OfferError(400, f"invalid SDP offer: {media.kind} section has no ICE ufrag/pwd")
         if not (media.dtls and media.dtls.fingerprints):
             raise OfferError(400, f"invalid SDP offer: {media.kind} section has no DTLS fingerprint")
+        for candidate in media.ice_candidates:
+            if problem := candidate_problem(candidate):
+                raise OfferError(400, f"invalid SDP offer: {problem}")
         # aiortc's createAnswer fails without one (its transceiver gets no transport)
         if not media.rtp.muxId:
             raise OfferError(400, f"invalid SDP offer: {media.kind} section has no a=mid")

@@ -102,6 +102,7 @@ NO_DIRECTION = CHROME_OFFER.replace("a=mid:1\r\n", "a=mid:1\r\n", 1).replace("a=
 NO_MID = CHROME_OFFER.replace("a=mid:1\r\n", "")
 BUNDLE_UNKNOWN_MID = CHROME_OFFER.replace("a=group:BUNDLE 0 1 2", "a=group:BUNDLE 0 1 2 7")
 UNKNOWN_KIND = CHROME_OFFER.replace("m=application", "m=aXpplication")
+BAD_PORT = CHROME_OFFER.replace("127.0.0.1 51234 typ host", "127.0.0.1 -1 typ host")
 
 
 def test_mutated_sdp_offers(served: ServedDaemon, offers: list[str]) -> None:
@@ -111,6 +112,8 @@ def test_mutated_sdp_offers(served: ServedDaemon, offers: list[str]) -> None:
     @example(sdp=NO_MID)  # found: a section without a=mid
     @example(sdp=BUNDLE_UNKNOWN_MID)  # found: BUNDLE naming a mid no section has
     @example(sdp=UNKNOWN_KIND)  # found (long mode): a section of a kind aiortc does not know
+    # found (long mode, through WHEP): a candidate on port -1 made asyncio log a fatal write error
+    @example(sdp=BAD_PORT)
     def target(sdp: str) -> None:
         status, reply_headers, body = served.request("POST", "/offer", json.dumps({"sdp": sdp, "type": "offer"}).encode(),
                                                      {"Content-Type": "application/json"})
@@ -133,6 +136,7 @@ def test_whep_post(served: ServedDaemon, offers: list[str]) -> None:
            extra=headers({"If-Match": HEADER_VALUES, "Accept": HEADER_VALUES}))
     # found (long mode): a Content-Type whose parameters the stdlib parser fails on was a 500
     @example(sdp=b"v=0", content_type="\xf4\xfb;\xa1\xcb7*", extra={})
+    @example(sdp=BAD_PORT.encode(), content_type="application/sdp", extra={})  # found (long mode)
     def target(sdp: bytes, content_type: str, extra: dict[str, str]) -> None:
         status, reply_headers, body = served.request("POST", "/whep", sdp, {**extra, "Content-Type": content_type})
         assert_json_error(status, reply_headers, body, problem=True)
@@ -161,6 +165,8 @@ def test_whep_patch_and_delete(served: ServedDaemon, offers: list[str]) -> None:
                           st.binary(max_size=200)),
            content_type=st.one_of(st.just("application/trickle-ice-sdpfrag"), CONTENT_TYPES),
            if_match=st.one_of(st.none(), st.just(etag), st.just("*"), HEADER_VALUES))
+    @example(method="PATCH", where=location, content_type="application/trickle-ice-sdpfrag", if_match=None,
+             body=sdpfrag(offer, [("0", 0, "candidate:1 1 udp 2122260223 127.0.0.1 70000 typ host")]).encode())
     def target(method: str, where: str, body: bytes, content_type: str, if_match: str | None) -> None:
         if method == "DELETE" and where == location:
             where = location + "x"  # the live session stays for the other examples
