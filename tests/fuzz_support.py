@@ -143,10 +143,10 @@ class ServedDaemon:
         finally:
             conn.close()
 
-    def close_sessions(self, keep: set[int] = frozenset()) -> int:  # type: ignore[assignment]
+    def close_sessions(self) -> int:
         """End the viewers an accepted fuzzed offer created (they would only wait to time out)."""
         async def close() -> int:
-            sessions = [s for s in list(self.daemon.peers.sessions.values()) if s.id not in keep]
+            sessions = list(self.daemon.peers.sessions.values())
             for session in sessions:
                 await self.daemon.peers.close_session(session, "fuzz example done")
             return len(sessions)

@@ -30,7 +30,7 @@ from tests.fuzz_strategies import (
 )
 from tests.fuzz_support import ServedDaemon, assert_json_error, fuzz_settings
 from tests.signaling_support import RobotProgram, ice_credentials, sdpfrag, split_candidates
-from tests.test_auth import FAST, PASSWORDS, PILOT_TOKEN, VIEW_TOKEN, auth_section
+from tests.test_auth import PASSWORDS, PILOT_TOKEN, VIEW_TOKEN, auth_section
 from tests.test_control import ControlViewer
 from tests.viewer import Viewer
 
