@@ -476,6 +476,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [_yaml_problem(exc)]) from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # PyYAML's own converters raise these, e.g. a date that does not exist (2026-13-45)
+        raise ConfigError(source, [f"(YAML) a value cannot be read: {exc}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

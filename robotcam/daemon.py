@@ -24,6 +24,7 @@ from robotcam.peers import PeerManager
 from robotcam.pipeline import SourceFactory, VideoPipeline
 from robotcam.publish import PublishComponent, PublishTiming
 from robotcam.recorder import Recorder
+from robotcam.process import process_report
 from robotcam.sources import open_source
 from robotcam.stills import Snapshots
 
@@ -158,6 +159,7 @@ class Daemon:
             "video": video,
             **sections,
             "peers": {"count": viewers, "max": limit, "sessions": self.peers.snapshot()},
+            "process": process_report(),
         }
 
     def status_line(self) -> str:

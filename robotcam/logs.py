@@ -16,7 +16,9 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
-__all__ = ["setup_logging", "set_level", "parse_level", "JournalFormatter", "PLAIN_FORMAT"]
+from aiohttp.http_exceptions import HttpProcessingError
+
+__all__ = ["setup_logging", "set_level", "parse_level", "JournalFormatter", "PLAIN_FORMAT", "quiet_bad_requests"]
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JOURNAL_FORMAT = "%(name)s: %(message)s"
@@ -129,3 +131,25 @@ def set_level(level: str | int) -> None:
     logging.getLogger().setLevel(levelno)
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.INFO if levelno <= logging.DEBUG else logging.WARNING)
+
+
+class BadRequestFilter(logging.Filter):
+    """aiohttp logs every malformed request it answers 400 itself (bad request line or headers,
+    an unsupported Content-Encoding) at ERROR with a traceback: any scanner on the network would
+    fill the journal with errors. Those are the client's fault: one INFO line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+            record.msg = f"{record.msg}: %s"
+            record.args = (*(record.args if isinstance(record.args, tuple) else ()), " ".join(str(exc).split()))
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_bad_requests() -> None:
+    """Install BadRequestFilter on aiohttp's server logger (once per process)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, BadRequestFilter) for f in server_log.filters):
+        server_log.addFilter(BadRequestFilter())

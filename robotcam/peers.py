@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 
 from aiortc import (
     RTCConfiguration,
+    RTCIceCandidate,
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
@@ -133,6 +134,15 @@ def forward_keyframe_requests(sender: RTCRtpSender, track: PeerVideoTrack) -> No
     sender._send_keyframe = on_picture_loss  # type: ignore[method-assign]
 
 
+def candidate_problem(candidate: RTCIceCandidate) -> str | None:
+    """Why aioice cannot use a remote candidate, or None. A port outside 1-65535 makes its
+    connectivity check fail inside asyncio ("Fatal write error on datagram transport"), which
+    closes that viewer's socket and logs an error."""
+    if not 1 <= candidate.port <= 65535:
+        return f"candidate port {candidate.port} is out of range (1-65535)"
+    return None
+
+
 def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
     """Reject what aiortc would choke on, with a message a client author can act on."""
     if not sdp.lstrip().startswith("v=0"):
@@ -148,7 +158,14 @@ def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
             "the offer has no video section: add a receive-only video transceiver "
             "(pc.addTransceiver('video', {direction: 'recvonly'}))",
         )
-    if video[0].direction not in (None, "recvonly", "sendrecv"):
+    for media in description.media:
+        if media.kind not in ("audio", "video", "application"):  # aiortc's createAnswer fails on it
+            raise OfferError(400, f"invalid SDP offer: unknown media kind {media.kind!r}")
+        # RFC 3264 defaults a missing direction to sendrecv; aiortc's createAnswer fails on it
+        if media.kind in ("audio", "video") and media.direction is None:
+            raise OfferError(400, f"invalid SDP offer: {media.kind} section has no direction "
+                                  "(a=recvonly, a=sendrecv, a=sendonly or a=inactive)")
+    if video[0].direction not in ("recvonly", "sendrecv"):
         raise OfferError(
             400, f"the offer's video is {video[0].direction}: it must be recvonly or sendrecv"
         )
@@ -158,6 +175,18 @@ def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
             raise OfferError(400, f"invalid SDP offer: {media.kind} section has no ICE ufrag/pwd")
         if not (media.dtls and media.dtls.fingerprints):
             raise OfferError(400, f"invalid SDP offer: {media.kind} section has no DTLS fingerprint")
+        for candidate in media.ice_candidates:
+            if problem := candidate_problem(candidate):
+                raise OfferError(400, f"invalid SDP offer: {problem}")
+        # aiortc's createAnswer fails without one (its transceiver gets no transport)
+        if not media.rtp.muxId:
+            raise OfferError(400, f"invalid SDP offer: {media.kind} section has no a=mid")
+    mids = [media.rtp.muxId for media in description.media]
+    if len(set(mids)) != len(mids):
+        raise OfferError(400, "invalid SDP offer: two sections share one a=mid")
+    for group in description.group:  # aiortc bundles onto the first mid's transport
+        if group.semantic == "BUNDLE" and not set(group.items) <= set(mids):
+            raise OfferError(400, "invalid SDP offer: a=group:BUNDLE names a mid no section has")
     names = {c.name.upper() for c in video[0].rtp.codecs}
     if not names & set(SUPPORTED_CODECS):
         raise OfferError(
@@ -234,7 +263,10 @@ class PeerManager:
                 extension.answered(session)
         except BaseException:
             track.stop()
-            await pc.close()
+            try:
+                await pc.close()
+            except Exception as exc:  # noqa: BLE001 - half-built by an odd offer; the cause is raised below
+                log.debug("viewer %d: closing the refused peer connection failed: %r", session.id, exc)
             session.released = True
             await self._extensions_closed(session)
             raise
@@ -295,7 +327,11 @@ class PeerManager:
         if transceiver.mid is None:
             raise OfferError(400, "the offer's video section could not be matched")
         bound_gathering(pc, self.webrtc.gather_timeout)  # a dead STUN server must not stall us
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except (AttributeError, ValueError, KeyError, IndexError, TypeError) as exc:
+            # check_offer refuses the shapes known to break aiortc; this catches the rest
+            raise OfferError(400, f"invalid SDP offer: it cannot be answered ({type(exc).__name__}: {exc})") from None
         codec = answer_codec(pc.localDescription.sdp)
         if codec not in SUPPORTED_CODECS:
             raise OfferError(400, "no video codec in common: robotcam sends H264 or VP8")

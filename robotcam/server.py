@@ -22,6 +22,8 @@ from robotcam.http_errors import json_error
 from robotcam.media_http import PERMISSIONS as MEDIA_PERMISSIONS
 from robotcam.media_http import add_routes as add_media_routes
 from robotcam.media_http import is_api as is_media_api
+from robotcam.logs import quiet_bad_requests
+from robotcam.payload import RequestPayloadError, abandon_body, body_problem
 from robotcam.peers import OfferError
 from robotcam.signaling import add_routes as add_signaling_routes
 from robotcam.signaling.whep import problem as whep_problem
@@ -52,6 +54,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         message = {413: "request body too large"}.get(exc.status, exc.reason)
         return json_error(exc.status, message)
+    except RequestPayloadError as exc:  # a Content-Encoding that does not decode, broken chunks
+        if not _is_api(request):
+            raise
+        abandon_body(request)
+        response = json_error(400, body_problem(exc))
+        response.force_close()  # what follows the broken body on this connection is no request
+        return response
     except Exception:  # noqa: BLE001 - a bug must cost one request, not the daemon
         if not _is_api(request):
             raise
@@ -164,6 +173,7 @@ async def no_cache_api(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def build_app(daemon: Daemon) -> web.Application:
+    quiet_bad_requests()  # a malformed request is the client's problem, not an ERROR of ours
     app = web.Application(
         client_max_size=daemon.config.server.max_body_bytes,
         middlewares=[json_errors, no_cache_api, access_middleware(whep_problem)],

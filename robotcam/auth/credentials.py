@@ -138,7 +138,10 @@ class Credentials:
         return user.identity if user else None
 
     def check_token(self, token: str) -> Identity | None:
-        digest = hash_token(token)
+        try:
+            digest = hash_token(token)
+        except UnicodeEncodeError:  # bytes that are not UTF-8 in the header: no token of ours
+            return None
         found = None
         for known, identity in self.tokens.items():  # compare every one: no early exit to time
             if secrets.compare_digest(known, digest):

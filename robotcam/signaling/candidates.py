@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
+from robotcam.peers import candidate_problem
+
 
 class CandidateError(ValueError):
     """A candidate or fragment we cannot read; the message says what is wrong."""
@@ -32,6 +34,8 @@ def parse_candidate(text: str, sdp_mid: str | None, sdp_mline_index: int | None)
         raise CandidateError(f"not an ICE candidate: {text[:120]!r} ({exc or type(exc).__name__})") from None
     if candidate.protocol.lower() != "udp":
         return None
+    if problem := candidate_problem(candidate):
+        raise CandidateError(f"not a usable ICE candidate: {problem}")
     candidate.sdpMid = sdp_mid
     candidate.sdpMLineIndex = sdp_mline_index
     return candidate

@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 
 from robotcam.auth.http import IDENTITY
 from robotcam.daemon import Daemon
+from robotcam.payload import RequestPayloadError, abandon_body, body_problem
 from robotcam.peers import OfferError, PeerSession
 from robotcam.signaling.candidates import CandidateError, parse_sdpfrag
 from robotcam.turn import ice_servers
@@ -108,10 +109,19 @@ def if_match_ok(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+def media_type(request: web.Request) -> str | None:
+    """The Content-Type's media type, lower case; None when the header cannot be parsed (the
+    standard library's parser raises IndexError on some malformed parameters, e.g. "a;b*")."""
+    try:
+        return request.content_type.lower()
+    except (IndexError, ValueError):
+        return None
+
+
 async def read_body(request: web.Request, limit: int, expected: str, accept_header: str) -> str:
     """The body as text, after checking its media type and size."""
     given = request.headers.get("Content-Type")
-    if given is None or request.content_type.lower() != expected:
+    if given is None or media_type(request) != expected:
         raise WhepError(
             415,
             f"Content-Type must be {expected} (got {given or 'none'})",
@@ -121,11 +131,15 @@ async def read_body(request: web.Request, limit: int, expected: str, accept_head
         raise WhepError(413, f"request body too large: the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(limit + 1 - size):  # read() may return a part
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise WhepError(413, f"request body too large: the limit is {limit} bytes")
+    try:
+        while chunk := await request.content.read(limit + 1 - size):  # read() may return a part
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise WhepError(413, f"request body too large: the limit is {limit} bytes")
+    except RequestPayloadError as exc:
+        abandon_body(request)
+        raise WhepError(400, body_problem(exc), {"Connection": "close"}) from None
     try:
         return b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError:
