@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import yaml
 from hypothesis import strategies as st
@@ -251,8 +251,15 @@ def sdpfrags(draw: Any, ufrag: str, pwd: str) -> str:
 
 
 def config_sections() -> dict[str, list[str]]:
-    """Every real section and key name, so generated configs reach the validators."""
-    return {name: list(field.annotation.model_fields) for name, field in Config.model_fields.items()}
+    """Every real section and key name, so generated configs reach the validators (a list
+    section, such as `publish`, by its entries' keys)."""
+    sections = {}
+    for name, field in Config.model_fields.items():
+        model = field.annotation
+        if get_origin(model) is list:
+            model = get_args(model)[0]
+        sections[name] = list(model.model_fields)
+    return sections
 
 
 @st.composite
