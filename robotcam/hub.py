@@ -138,9 +138,7 @@ class PeerVideoTrack(MediaStreamTrack):
         if self._next_hub is not None:  # switching away: the old stream pauses
             return
         if not self.reading and packet.is_keyframe:  # not connected yet: keep the newest GOP
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self.waiting_for_keyframe = True
+            self._start_over()
         if self.waiting_for_keyframe:
             if not packet.is_keyframe:
                 return
@@ -152,19 +150,23 @@ class PeerVideoTrack(MediaStreamTrack):
                 self._last_pts = packet.pts
         except asyncio.QueueFull:
             if not self.reading:  # a GOP longer than the queue before connecting: the next one
-                while not self._queue.empty():
-                    self._queue.get_nowait()
-                self.waiting_for_keyframe = True
+                self._start_over()
                 return
             # Fallen behind: what is queued is stale, and a partial GOP is useless. Start over
             # at the next keyframe, and ask for one so the wait is short.
-            dropped = self._queue.qsize() + 1
-            while not self._queue.empty():
-                self._queue.get_nowait()
+            dropped = self._start_over() + 1
             self.packets_dropped += dropped
             self.waiting_for_keyframe = True
             log.debug("viewer track %d fell behind: dropped %d packets", self.number, dropped)
             self.request_keyframe()
+
+    def _start_over(self) -> int:
+        """Empty the queue and wait for the next keyframe; how many packets went."""
+        dropped = self._queue.qsize()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.waiting_for_keyframe = True
+        return dropped
 
     def request_keyframe(self) -> None:
         """Called on join, on overflow, and on a PLI/FIR from the viewer's browser; spaced."""
@@ -194,10 +196,8 @@ class PeerVideoTrack(MediaStreamTrack):
         if not self.reading:
             self.reading = True
             now = asyncio.get_running_loop().time()
-            if now - self._keyframe_at > FRESH_KEYFRAME:
-                while not self._queue.empty():  # stale, or none yet: start at a fresh one
-                    self._queue.get_nowait()
-                self.waiting_for_keyframe = True
+            if now - self._keyframe_at > FRESH_KEYFRAME:  # stale, or none yet: a fresh one
+                self._start_over()
                 if now - self._last_request > FRESH_KEYFRAME:  # the join's is not on its way
                     self.request_keyframe()
         packet = await self._queue.get()

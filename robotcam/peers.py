@@ -288,6 +288,14 @@ class PeerManager:
                 return session
         return None
 
+    def owned_by(self, key: str, asking: Identity) -> PeerSession | None:
+        """The live session a request names, if the one asking opened it (or is admin): a
+        session key reaching another user must not let them talk or read its link."""
+        session = self.by_key(key)
+        if session is None or not (asking.allows("admin") or session.identity.name == asking.name):
+            return None
+        return session
+
     async def close_session(self, session: PeerSession, why: str) -> None:
         """End a session on the viewer's request (WHEP DELETE, WebSocket bye)."""
         await self._close(session, why)

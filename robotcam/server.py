@@ -128,9 +128,8 @@ async def viewer_quality(request: web.Request) -> web.Response:
     """GET /api/viewer?session=KEY: the rendition a viewer receives and why, and its link, for
     the page's stats overlay (its own session only, as for talking)."""
     daemon = request.app[DAEMON]
-    session = daemon.peers.by_key(request.query.get("session", ""))
-    asking = request[IDENTITY]
-    if session is None or not (asking.allows("admin") or session.identity.name == asking.name):
+    session = daemon.peers.owned_by(request.query.get("session", ""), request[IDENTITY])
+    if session is None:
         return json_error(404, "unknown session: it has ended or never existed; connect again")
     policy = session.policy
     rungs = policy.rungs if policy else []

@@ -492,3 +492,19 @@ async def test_stills_take_a_token_in_the_query_and_metrics_a_metrics_token(robo
     assert metrics.status == 200 and "robotcam_login_failures_total" in await metrics.text()
     assert (await robot.http.get("/api/config", headers=prom)).status == 403
     assert (await robot.http.get("/metrics", headers={"Authorization": f"Bearer {VIEW_TOKEN}"})).status == 403
+
+
+async def test_a_reload_can_turn_access_control_on(robot_factory: Any) -> None:
+    """Off at start, on after a reload: sign-in works, and an unknown user is checked against
+    a real hash like a known one (the reload makes that dummy hash before applying)."""
+    from robotcam.reload import apply_reload
+
+    old = make_config(audio={"source": "none"})
+    robot = await robot_factory(old)
+    assert (await robot.http.get("/api/config")).status == 200
+    new = make_config(auth=auth_section(), audio={"source": "none"})
+    await apply_reload(robot.daemon, old, new)
+    assert robot.daemon.access.credentials._dummy.startswith("$argon2id$")
+    assert (await robot.http.get("/api/config")).status == 401
+    assert (await login(robot, "viewer"))[0] == 200
+    assert (await login(robot, "nobody", "x"))[0] == 401

@@ -92,9 +92,8 @@ async def talk(request: web.Request) -> web.Response:
     daemon = request.app[_DAEMON]
     try:
         key, action = await _read_talk_request(request)
-        session = daemon.peers.by_key(key)
-        asking = request[IDENTITY]
-        if session is None or not (asking.allows("admin") or session.identity.name == asking.name):
+        session = daemon.peers.owned_by(key, request[IDENTITY])
+        if session is None:
             raise TalkError(404, "unknown session: it has ended or never existed; connect again")
         if action == "stop":
             daemon.talkback.release(session, "let go")

@@ -67,7 +67,6 @@ class AccessControl:
                 "and drive (README, Security)"
             )
             return
-        self._dummy = await asyncio.to_thread(Credentials.make_dummy)
         await self.prepare(self.config)
         self.credentials = Credentials(self.config, self._admin, self._dummy)
         await asyncio.to_thread(self.sessions.load)
@@ -82,7 +81,10 @@ class AccessControl:
 
     async def prepare(self, config: AuthConfig) -> None:
         """Before a reload applies `config` (and at start): the first-run admin, made or read
-        in a thread. A reload after `robotcam reset-password` takes the new password."""
+        in a thread. A reload after `robotcam reset-password` takes the new password. The dummy
+        hash is made here too, so a reload that turns access control on hashes off the loop."""
+        if config.enabled and not self._dummy:
+            self._dummy = await asyncio.to_thread(Credentials.make_dummy)
         try:
             admin, password = await asyncio.to_thread(first_run_admin, config, self.folder)
         except OSError as exc:
@@ -113,8 +115,6 @@ class AccessControl:
             if old.enabled:
                 log.warning("auth.enabled is now false: anyone who can reach this port can watch, talk and drive")
             return
-        if not self._dummy:  # access control was off at start
-            self._dummy = Credentials.make_dummy()
         self.credentials = Credentials(self.config, self._admin, self._dummy)
         self._revoke_sessions()
 
