@@ -64,6 +64,11 @@ def test_values_are_read() -> None:
 
 # (YAML text, the exact messages it gets: every problem, at once)
 BAD_YAML: list[tuple[str, list[str]]] = [
+    ("video: {renditions: [{scale: 2}]}", ["video.renditions[0].scale: must be at most 1 (got 2)"]),
+    ("video: {renditions: [{bitrate_ratio: 0, fps: 5}]}", [
+        "video.renditions[0].bitrate_ratio: must be more than 0 (got 0)",
+        "video.renditions[0].fps: unknown key (known keys: scale, bitrate_ratio, fps_ratio)"]),
+    ("video: {adaptive: maybe}", ["video.adaptive: must be true or false (got text 'maybe')"]),
     ("server:\n  port: [", ["(YAML syntax) line 2, column 10: expected the node content, but found '<stream end>'"]),
     ("server:\n\tport: 80", ["(YAML syntax) line 2, column 1: found character '\\t' that cannot start any token"]),
     ("- video\n- server", ["(top level): must be a mapping of sections such as 'video:' (got a list)"]),
