@@ -128,7 +128,7 @@ def _reset_password(args: argparse.Namespace) -> int:
 
 
 def _add_gen_cert(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from robotcam.tls import DEFAULT_DIR, LEAF_DAYS
+    from robotcam.service.tls import DEFAULT_DIR, LEAF_DAYS
 
     gen = commands.add_parser(
         "gen-cert",
@@ -152,7 +152,7 @@ def _add_gen_cert(commands: argparse._SubParsersAction) -> None:  # type: ignore
 
 
 def _gen_cert(args: argparse.Namespace) -> int:
-    from robotcam.tls import LEAF_DAYS, TLSError, default_hostname, default_ips, generate
+    from robotcam.service.tls import LEAF_DAYS, TLSError, default_hostname, default_ips, generate
 
     hostname = args.hostname or default_hostname()
     ips = args.ip if args.ip is not None else default_ips()
@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # run: imported here so check-config and config stay fast and need no media libraries
-    from robotcam.logs import setup_logging
-    from robotcam.service import run_service
+    from robotcam.service.logs import setup_logging
+    from robotcam.service.runner import run_service
 
     setup_logging(config.logging.level)
     log.info(

@@ -52,8 +52,8 @@ RESULT_PREFIX = "RESULT "
 def server_entry(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(REPO))
     from robotcam.config import Config
-    from robotcam.logs import setup_logging
-    from robotcam.service import Service
+    from robotcam.service.logs import setup_logging
+    from robotcam.service.runner import Service
 
     setup_logging("warning")
     config = Config.model_validate({

@@ -31,7 +31,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, V
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
-from robotcam.sources.testpattern import TestPatternSource
+from robotcam.video.sources.testpattern import TestPatternSource
 
 VIDEO_CLOCK = 90000
 TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)

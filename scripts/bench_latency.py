@@ -36,9 +36,9 @@ sys.path.insert(0, str(HERE.parent))
 from aiohttp import web  # noqa: E402
 
 from robotcam.config import Config  # noqa: E402
-from robotcam.daemon import Daemon  # noqa: E402
-from robotcam.server import build_app  # noqa: E402
-from robotcam.sources.testpattern import TestPatternSource  # noqa: E402
+from robotcam.service.daemon import Daemon  # noqa: E402
+from robotcam.http.server import build_app  # noqa: E402
+from robotcam.video.sources.testpattern import TestPatternSource  # noqa: E402
 
 # Reads the frame number of every presented frame (the Python decode_frame_number, in JS).
 JS_RECORD = """() => {

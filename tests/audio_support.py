@@ -30,7 +30,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from robotcam.sources.testpattern import decode_frame_number
+from robotcam.video.sources.testpattern import decode_frame_number
 from tests.conftest import Robot
 from tests.daemon_process import DaemonProcess
 from tests.viewer import TrackReaders

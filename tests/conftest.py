@@ -17,8 +17,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from robotcam.config import Config
-from robotcam.daemon import Daemon
-from robotcam.server import build_app
+from robotcam.service.daemon import Daemon
+from robotcam.http.server import build_app
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"

@@ -23,8 +23,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, settings
 
 from robotcam.config import Config
-from robotcam.server import build_app
-from robotcam.service import Service
+from robotcam.http.server import build_app
+from robotcam.service.runner import Service
 from tests.conftest import free_port
 from tests.viewer import Viewer
 

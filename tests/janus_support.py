@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from robotcam.sources.testpattern import decode_frame_number
+from robotcam.video.sources.testpattern import decode_frame_number
 from tests.viewer import TrackReaders
 
 JANUS_ADDRESS = "127.0.0.2"  # the veth's address: Janus's (and everyone's) ICE host candidate

@@ -9,7 +9,7 @@ import time
 import aiohttp
 import av
 
-from robotcam.sources.testpattern import decode_frame_number
+from robotcam.video.sources.testpattern import decode_frame_number
 
 
 def decode_jpeg(data: bytes) -> av.VideoFrame:

@@ -17,7 +17,7 @@ from aiohttp import WSServerHandshakeError
 from argon2 import PasswordHasher
 
 from robotcam.auth.credentials import Credentials
-from robotcam.auth.http import COOKIE
+from robotcam.http.auth import COOKIE
 from robotcam.auth.limits import LoginGuard, OfferLimiter
 from robotcam.config import AuthConfig
 from tests.conftest import REPO, Robot, make_config, wait_until
@@ -497,7 +497,7 @@ async def test_stills_take_a_token_in_the_query_and_metrics_a_metrics_token(robo
 async def test_a_reload_can_turn_access_control_on(robot_factory: Any) -> None:
     """Off at start, on after a reload: sign-in works, and an unknown user is checked against
     a real hash like a known one (the reload makes that dummy hash before applying)."""
-    from robotcam.reload import apply_reload
+    from robotcam.service.reload import apply_reload
 
     old = make_config(audio={"source": "none"})
     robot = await robot_factory(old)

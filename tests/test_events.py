@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from robotcam.events import EventHub
+from robotcam.http.events import EventHub
 from tests.audio_support import EventReader, wait_until
 
 

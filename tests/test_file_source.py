@@ -14,9 +14,9 @@ import av.error
 import pytest
 
 from robotcam.config import VideoConfig
-from robotcam.sources.base import SourceError
-from robotcam.sources.file import FileSource
-from robotcam.sources.testpattern import TestPatternSource, decode_frame_number
+from robotcam.video.sources.base import SourceError
+from robotcam.video.sources.file import FileSource
+from robotcam.video.sources.testpattern import TestPatternSource, decode_frame_number
 from tests.conftest import make_config
 from tests.viewer import Viewer
 

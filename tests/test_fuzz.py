@@ -21,7 +21,7 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from robotcam.auth.http import COOKIE
+from robotcam.http.auth import COOKIE
 from robotcam.config import ConfigError, parse_config
 from tests.conftest import REPO, make_config
 from tests.fuzz_strategies import (

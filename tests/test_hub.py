@@ -9,7 +9,7 @@ import av
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from robotcam.hub import KEYFRAME_SPACING, PacketHub, PeerVideoTrack
+from robotcam.video.hub import KEYFRAME_SPACING, PacketHub, PeerVideoTrack
 from tests.conftest import wait_until
 
 
@@ -58,10 +58,10 @@ async def test_a_joining_viewer_asks_once_and_starts_at_the_newest_keyframe() ->
 
 
 async def test_a_keyframe_gone_stale_before_connecting_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
-    import robotcam.hub
+    import robotcam.video.hub
 
-    monkeypatch.setattr(robotcam.hub, "FRESH_KEYFRAME", 0.05)
-    monkeypatch.setattr(robotcam.hub, "KEYFRAME_SPACING", 0.1)
+    monkeypatch.setattr(robotcam.video.hub, "FRESH_KEYFRAME", 0.05)
+    monkeypatch.setattr(robotcam.video.hub, "KEYFRAME_SPACING", 0.1)
     recorder = Recorder()
     hub = make_hub(recorder)
     track = PeerVideoTrack(queue_size=10)
@@ -191,9 +191,9 @@ async def test_a_switch_moves_at_the_targets_keyframe_and_never_goes_back_in_tim
 
 
 async def test_a_switch_without_a_keyframe_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    import robotcam.hub
+    import robotcam.video.hub
 
-    monkeypatch.setattr(robotcam.hub, "SWITCH_TIMEOUT", 0.2)
+    monkeypatch.setattr(robotcam.video.hub, "SWITCH_TIMEOUT", 0.2)
     full, low = make_hub(Recorder()), PacketHub("H264", Recorder().request, None, "H264/1", 1)
     track = PeerVideoTrack(queue_size=50)
     full.subscribe(track)

@@ -18,7 +18,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from robotcam.link import GOOD_AFTER, RESEND_QUEUE, SHORT_AFTER, LinkEstimate, ResendPacer
+from robotcam.webrtc.link import GOOD_AFTER, RESEND_QUEUE, SHORT_AFTER, LinkEstimate, ResendPacer
 from tests.conftest import wait_until
 from tests.viewer import Viewer
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from robotcam.logs import parse_level, set_level, setup_logging
+from robotcam.service.logs import parse_level, set_level, setup_logging
 
 JOURNAL_ENV = {"JOURNAL_STREAM": "8:123456"}
 TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
@@ -65,13 +65,13 @@ def test_journal_format_has_priority_prefix_and_no_timestamp() -> None:
 def test_journal_traceback_lines_all_carry_the_priority() -> None:
     out = io.StringIO()
     setup_logging("info", stream=out, environ=JOURNAL_ENV)
-    log = logging.getLogger("robotcam.pipeline")
+    log = logging.getLogger("robotcam.video.pipeline")
     try:
         raise RuntimeError("camera vanished")
     except RuntimeError:
         log.exception("capture failed")
     lines = out.getvalue().splitlines()
-    assert lines[0] == "<3>robotcam.pipeline: capture failed"
+    assert lines[0] == "<3>robotcam.video.pipeline: capture failed"
     assert lines[1] == "<3>Traceback (most recent call last):"
     assert lines[-1] == "<3>RuntimeError: camera vanished"
     assert len(lines) > 3
@@ -202,13 +202,13 @@ def test_webrtc_libraries_stay_a_step_quieter() -> None:
     import io
     import logging as stdlib_logging
 
-    from robotcam.logs import setup_logging
+    from robotcam.service.logs import setup_logging
 
     stream = io.StringIO()
     setup_logging("debug", stream=stream, environ={})
     stdlib_logging.getLogger("aiortc.rtcrtpsender").debug("> RtpPacket(seq=1)")
     stdlib_logging.getLogger("aioice.ice").info("Check succeeded")
-    stdlib_logging.getLogger("robotcam.hub").debug("viewer fell behind")
+    stdlib_logging.getLogger("robotcam.video.hub").debug("viewer fell behind")
     out = stream.getvalue()
     assert "RtpPacket" not in out and "Check succeeded" in out and "fell behind" in out
     setup_logging("info", stream=stream, environ={})

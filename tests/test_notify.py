@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from robotcam.notify import SystemdNotifier
+from robotcam.service.notify import SystemdNotifier
 
 RECV_TIMEOUT = 5.0  # generous: a datagram on a local socket arrives immediately
 
@@ -199,11 +199,11 @@ def test_vanished_socket_does_not_raise(caplog: pytest.LogCaptureFixture) -> Non
 
         receiver.close()
         Path(path).unlink()
-        with caplog.at_level(logging.DEBUG, logger="robotcam.notify"):
+        with caplog.at_level(logging.DEBUG, logger="robotcam.service.notify"):
             assert n.ready() is False
             assert n.status("still alive") is False
             assert n.stopping() is False
-        failures = [r for r in caplog.records if r.name == "robotcam.notify"]
+        failures = [r for r in caplog.records if r.name == "robotcam.service.notify"]
         assert len(failures) == 1, "send errors are logged once, at debug level"
         assert failures[0].levelno == logging.DEBUG
 

@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator
 import av
 import pytest
 
-from robotcam.sources.base import SourceError
-from robotcam.sources.picamera import BUSY, NEEDS_PICAMERA2, NO_CAMERA, PicameraSource, probe
-from robotcam.sources.testpattern import decode_frame_number
+from robotcam.video.sources.base import SourceError
+from robotcam.video.sources.picamera import BUSY, NEEDS_PICAMERA2, NO_CAMERA, PicameraSource, probe
+from robotcam.video.sources.testpattern import decode_frame_number
 from tests.conftest import make_config
 from tests.viewer import Viewer, advancing
 
@@ -446,7 +446,7 @@ def test_controls_the_camera_lacks_are_skipped_and_logged(pi4, caplog) -> None:
     pi4.Picamera2.fake_camera_controls = no_af  # e.g. a Camera Module 2 (imx219): fixed focus
     video = picamera_config(picamera={"autofocus": "continuous", "controls": {"Sharpness": 2, "HdrMode": 1}}).video
     source = PicameraSource(video)
-    with caplog.at_level("INFO", logger="robotcam.sources.picamera"):
+    with caplog.at_level("INFO", logger="robotcam.video.sources.picamera"):
         source.open()
     try:
         cam = pi4.Picamera2.instances[-1]

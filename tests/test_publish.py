@@ -16,11 +16,11 @@ from aiortc import RTCPeerConnection
 
 from robotcam.cli import main
 from robotcam.config import ConfigError, load_config, parse_config
-from robotcam.notify import SystemdNotifier
+from robotcam.service.notify import SystemdNotifier
 from robotcam.publish import PublishTiming
 from robotcam.publish.whip import parse_retry_after
-from robotcam.reload import changed_keys
-from robotcam.service import Service
+from robotcam.service.reload import changed_keys
+from robotcam.service.runner import Service
 from tests.conftest import Robot, make_config, wait_until
 from tests.viewer import Viewer, advancing
 from tests.whip_support import WhipEndpoint

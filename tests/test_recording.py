@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from robotcam.config import Config
-from robotcam.sources.testpattern import decode_frame_number
+from robotcam.video.sources.testpattern import decode_frame_number
 from tests.conftest import make_config, wait_until
 from tests.viewer import Viewer, advancing
 

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from robotcam.config import VideoConfig
-from robotcam.sources.testpattern import TestPatternSource, decode_frame_number
-from robotcam.transform import flip_yuv420p
+from robotcam.video.sources.testpattern import TestPatternSource, decode_frame_number
+from robotcam.video.transform import flip_yuv420p
 from tests.conftest import make_config
 from tests.viewer import Viewer
 

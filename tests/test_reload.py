@@ -11,9 +11,9 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from robotcam.config import load_config
-from robotcam.notify import SystemdNotifier
-from robotcam.server import build_app
-from robotcam.service import Service
+from robotcam.service.notify import SystemdNotifier
+from robotcam.http.server import build_app
+from robotcam.service.runner import Service
 from tests.conftest import Robot, make_config
 from tests.viewer import Viewer
 

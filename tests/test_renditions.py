@@ -10,8 +10,8 @@ from typing import Any
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPacket, pack_remb_fci
 
 from robotcam.config import VideoConfig
-from robotcam.link import LinkEstimate
-from robotcam.rungs import HOLD_FIRST, TRIAL, RungPolicy, ladder
+from robotcam.webrtc.link import LinkEstimate
+from robotcam.video.rungs import HOLD_FIRST, TRIAL, RungPolicy, ladder
 from tests.conftest import make_config, wait_until
 from tests.test_link import OURS, Clock, remb, report
 from tests.viewer import Viewer

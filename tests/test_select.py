@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from robotcam.sources import SourceError, picamera, select, v4l2
-from robotcam.sources.testpattern import TestPatternSource
+from robotcam.video.sources import SourceError, picamera, select, v4l2
+from robotcam.video.sources.testpattern import TestPatternSource
 from tests.conftest import make_config
 
 

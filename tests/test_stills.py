@@ -6,8 +6,8 @@ import threading
 import time
 
 from robotcam.config import VideoConfig
-from robotcam.sources.testpattern import TestPatternSource
-from robotcam.stills import jpeg_qscale
+from robotcam.video.sources.testpattern import TestPatternSource
+from robotcam.video.stills import jpeg_qscale
 from tests.conftest import make_config, wait_until
 from tests.media_support import decode_jpeg, jpeg_number
 

@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from robotcam.cli import main
-from robotcam.tls import LEAF_DAYS, TLSError, generate
+from robotcam.service.tls import LEAF_DAYS, TLSError, generate
 from tests.conftest import REPO, free_port
 from tests.daemon_process import DaemonProcess
 
@@ -92,7 +92,7 @@ def test_gen_cert_makes_a_ca_and_a_server_certificate_phones_accept(tmp_path: Pa
 
 def test_the_ca_cannot_vouch_for_anything_but_this_robot(tmp_path: Path) -> None:
     """Name constraints: even with ca.key, no certificate for a public name or address."""
-    from robotcam.tls import make_leaf, names_for
+    from robotcam.service.tls import make_leaf, names_for
     from cryptography.hazmat.primitives import serialization
 
     assert gen_cert(tmp_path, "--hostname", "robbie", "--ip", "192.168.1.20")[0] == 0
@@ -152,7 +152,7 @@ def test_key_readable_by_the_service_group_when_it_exists(tmp_path: Path, monkey
     import grp
 
     group = grp.getgrgid(os.getgid())
-    monkeypatch.setattr("robotcam.tls.GROUP", group.gr_name)
+    monkeypatch.setattr("robotcam.service.tls.GROUP", group.gr_name)
     if os.geteuid() != 0:
         pytest.skip("only root hands files to another group")
     issued = generate(tmp_path, "robbie", ["10.0.0.2"])

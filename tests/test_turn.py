@@ -7,7 +7,7 @@ import hashlib
 import hmac
 
 from robotcam.config import Config, WebRTCConfig
-from robotcam.turn import ice_servers, turn_rest_credential
+from robotcam.webrtc.turn import ice_servers, turn_rest_credential
 
 
 def test_credential_is_the_hmac_of_the_expiring_username() -> None:

@@ -17,10 +17,10 @@ import av
 import av.error
 import pytest
 
-import robotcam.sources.v4l2 as v4l2
+import robotcam.video.sources.v4l2 as v4l2
 from robotcam.config import VideoConfig
-from robotcam.sources.base import SourceError
-from robotcam.sources.v4l2 import (
+from robotcam.video.sources.base import SourceError
+from robotcam.video.sources.v4l2 import (
     CAP_DEVICE_CAPS,
     CAP_META_CAPTURE,
     CAP_STREAMING,

@@ -174,7 +174,7 @@ async def test_plain_get_is_told_to_upgrade(robot: Robot) -> None:
 
 async def test_a_client_that_stops_answering_pings_is_dropped(robot: Robot, monkeypatch: Any) -> None:
     """A vanished client (no pongs) is noticed by the heartbeat; its peer ends."""
-    monkeypatch.setattr("robotcam.signaling.websocket.HEARTBEAT", 0.5)
+    monkeypatch.setattr("robotcam.http.signaling.websocket.HEARTBEAT", 0.5)
     viewer = Viewer()
     try:
         async with robot.http.ws_connect("/ws", autoping=False) as ws:  # never answers a ping

@@ -9,7 +9,7 @@ from typing import Any, Awaitable, Callable
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from robotcam.sources.testpattern import decode_frame_number
+from robotcam.video.sources.testpattern import decode_frame_number
 
 PostJson = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
 

@@ -36,7 +36,7 @@ from robotcam.audio.microphone import MicrophoneSource
 from robotcam.audio.opus import SharedOpusEncoder
 from robotcam.audio.tone import ToneSource
 from robotcam.config import AudioConfig, Config
-from robotcam.peers import PeerSession
+from robotcam.webrtc.peers import PeerSession
 
 log = logging.getLogger(__name__)
 

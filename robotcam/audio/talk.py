@@ -25,8 +25,8 @@ from robotcam.audio.speaker import Speaker
 from robotcam.auth.audit import log as audit
 from robotcam.auth.identity import Identity
 from robotcam.config import Config, TalkbackConfig
-from robotcam.events import EventHub
-from robotcam.peers import PeerSession
+from robotcam.http.events import EventHub
+from robotcam.webrtc.peers import PeerSession
 from robotcam.tasks import TaskSet
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import aiohttp
 
 from robotcam.audio.component import AudioComponent
 from robotcam.config import Config, PublishEntry
-from robotcam.pipeline import VideoPipeline
+from robotcam.video.pipeline import VideoPipeline
 from robotcam.publish.publisher import PublishMedia, Publisher, PublishTiming
 from robotcam.tasks import TaskSet
 

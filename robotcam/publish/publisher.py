@@ -28,12 +28,12 @@ from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 from robotcam.audio.component import AudioComponent, opus_preferences
 from robotcam.audio.fanout import PeerAudioTrack
 from robotcam.config import PublishEntry, WebRTCConfig, mask_url
-from robotcam.hub import PeerVideoTrack
-from robotcam.ice import bound_gathering
-from robotcam.peers import SUPPORTED_CODECS, answer_codec, forward_keyframe_requests, video_codec_preferences
-from robotcam.pipeline import VideoPipeline
+from robotcam.video.hub import PeerVideoTrack
+from robotcam.webrtc.ice import bound_gathering
+from robotcam.webrtc.peers import SUPPORTED_CODECS, answer_codec, forward_keyframe_requests, video_codec_preferences
+from robotcam.video.pipeline import VideoPipeline
 from robotcam.publish.whip import IceServerLink, WhipClient, WhipError, WhipResource
-from robotcam.turn import ice_servers as configured_ice_servers
+from robotcam.webrtc.turn import ice_servers as configured_ice_servers
 
 log = logging.getLogger(__name__)
 

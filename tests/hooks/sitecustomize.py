@@ -9,7 +9,7 @@ import os
 
 _flag = os.environ.get("ROBOTCAM_TEST_STALL_FILE")
 if _flag:
-    from robotcam.sources import testpattern
+    from robotcam.video.sources import testpattern
 
     _emit = testpattern.TestPatternSource.emit
 

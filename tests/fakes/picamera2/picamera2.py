@@ -293,7 +293,7 @@ class Picamera2:
         self.fake_transform = config["transform"]
         self._fake_controls = {}
         self._fake_set(config.get("controls") or {})
-        from robotcam.sources.testpattern import TestPatternSource
+        from robotcam.video.sources.testpattern import TestPatternSource
 
         self._fake_pattern = TestPatternSource(width, height, 1e6 / self._fake_frame_duration_us)
 

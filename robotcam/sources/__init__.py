@@ -1,6 +1,0 @@
-"""Video sources: each owns one device (or generator) and hands frames or packets to the pipeline."""
-
-from robotcam.sources.base import SourceError, SourceSink, ThreadedSource, VideoSource
-from robotcam.sources.select import open_source
-
-__all__ = ["SourceError", "SourceSink", "ThreadedSource", "VideoSource", "open_source"]

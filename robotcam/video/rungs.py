@@ -1,0 +1,104 @@
+"""The rendition ladder, and which rung each viewer is on.
+
+The camera's configured stream is rung 0; `video.renditions` adds lower ones (smaller, fewer
+bits, maybe fewer frames). Each rung is encoded once, only while some viewer is on it, and
+shared by every viewer on it, so adapting costs one encoder per rung in use, never one per
+viewer. A viewer moves down quickly when its link is short, and up carefully: after a hold
+time on a clean link it tries the rung above, and a try that fails doubles the hold.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from robotcam.config import VideoConfig
+from robotcam.webrtc.link import LinkEstimate
+
+HOLD_FIRST, HOLD_MAX = 10.0, 60.0  # seconds on a clean link before trying the rung above
+TRIAL = 10.0  # seconds a try upwards must hold before it counts as a success
+
+
+@dataclass(frozen=True)
+class Rung:
+    index: int  # 0 is the configured stream
+    width: int
+    height: int
+    fps: float
+    bitrate: int
+
+    @property
+    def name(self) -> str:
+        return "full" if self.index == 0 else f"{self.width}x{self.height}@{self.fps:g}"
+
+    def describe(self) -> str:
+        return f"{self.width}x{self.height} at {self.fps:g} fps, {self.bitrate // 1000} kbit/s"
+
+
+def _even(value: float) -> int:
+    return max(16, round(value / 2) * 2)
+
+
+def ladder(video: VideoConfig) -> list[Rung]:
+    """Rung 0 and, when adaptive, the lower ones (a rung that is not lower is left out)."""
+    top = Rung(0, video.width, video.height, video.fps, video.bitrate)
+    rungs = [top]
+    if not video.adaptive:
+        return rungs
+    for rendition in video.renditions:
+        rung = Rung(
+            len(rungs), _even(video.width * rendition.scale), _even(video.height * rendition.scale),
+            max(1.0, round(video.fps * rendition.fps_ratio, 2)), max(20_000, round(video.bitrate * rendition.bitrate_ratio)),
+        )
+        if rung.bitrate < rungs[-1].bitrate:
+            rungs.append(rung)
+    return rungs
+
+
+class RungPolicy:
+    """One viewer's place on the ladder, decided from its link estimate."""
+
+    def __init__(self, rungs: Callable[[], list[Rung]], link: LinkEstimate,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self._ladder = rungs  # read at each decision: a reload may change the ladder
+        self.link = link
+        self._now = now
+        self.rung = 0
+        self.hold = HOLD_FIRST
+        self._since = now()  # on this rung since
+        self._trying_from: int | None = None  # the rung a try upwards left
+        self.moves = 0
+        self.why = "the full stream"
+        link.needed_bps = self.rungs[0].bitrate
+
+    @property
+    def rungs(self) -> list[Rung]:
+        return self._ladder()
+
+    def decide(self) -> int | None:
+        """The rung to move to now, or None to stay."""
+        now = self._now()
+        if self.rung >= len(self.rungs):
+            return self._move(len(self.rungs) - 1, "the ladder changed")
+        if self.link.verdict == "short" and self.rung + 1 < len(self.rungs):
+            if self._trying_from is not None:  # the try failed: wait longer before the next
+                self.hold = min(HOLD_MAX, self.hold * 2)
+                self._trying_from = None
+            return self._move(self.rung + 1, f"link short ({self.link.why})")
+        if self._trying_from is not None and now - self._since >= TRIAL:
+            self._trying_from = None
+            self.hold = HOLD_FIRST  # it held: the next step up comes as soon as it is earned
+        if (self.rung > 0 and self.link.verdict == "good" and self._trying_from is None
+                and now - self._since >= self.hold and (self.link.loss or 0.0) < 0.02):
+            self._trying_from = self.rung
+            return self._move(self.rung - 1, f"trying the rung above after {now - self._since:.0f} s on a clean link")
+        return None
+
+    def _move(self, rung: int, why: str) -> int:
+        self.rung, self.why = rung, why
+        self._since = self._now()
+        self.moves += 1
+        self.link.needed_bps = self.rungs[rung].bitrate
+        self.link.reset_verdict()
+        return rung
