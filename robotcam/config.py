@@ -446,11 +446,9 @@ class Config(Section):
             if entry.url in seen:
                 raise ValueError(f"publish[{index}].url: {entry.masked_url} is listed twice")
             seen.add(entry.url)
-            if entry.camera and entry.camera not in self.camera_configs():
-                raise ValueError(
-                    f"publish[{index}].camera: unknown camera {entry.camera!r}: known cameras are "
-                    f"{', '.join(self.camera_configs())} (empty = the first)"
-                )
+        problems = publish_camera_problems(list(self.camera_configs()), [e.camera for e in self.publish])
+        if problems:
+            raise ValueError(problems[0])
         return self
 
     @model_validator(mode="after")
@@ -494,6 +492,17 @@ class Config(Section):
     def masked(self) -> dict[str, Any]:
         """The effective config as plain data, secrets replaced by asterisks."""
         return self.model_dump(mode="json")
+
+
+def publish_camera_problems(cameras: list[str], wanted: list[Any]) -> list[str]:
+    """`publish[i].camera` naming no camera. Checked across sections (publish needs cameras),
+    so it runs after the fields' own checks, and parse_config runs it on the raw data too when
+    those fail, to report every problem at once."""
+    return [
+        f"publish[{index}].camera: unknown camera {name!r}: known cameras are {', '.join(cameras)} "
+        "(empty = the first)"
+        for index, name in enumerate(wanted) if isinstance(name, str) and name and name not in cameras
+    ]
 
 
 def _overlay(base: dict[str, Any], own: Any) -> Any:
@@ -545,7 +554,13 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         errors = [err for err in exc.errors() if not _inherited(err, data)]
-        raise ConfigError(source, [_problem(err) for err in errors]) from None
+        problems = [_problem(err) for err in errors]
+        cameras, publish = data.get("cameras"), data.get("publish")
+        if isinstance(publish, list) and not any(p.startswith("publish[") and ".camera:" in p for p in problems):
+            names = list(cameras) if isinstance(cameras, dict) and cameras else [DEFAULT_CAMERA]
+            problems += publish_camera_problems(
+                [str(n) for n in names], [e.get("camera") if isinstance(e, dict) else None for e in publish])
+        raise ConfigError(source, problems) from None
 
 
 def _inherited(err: Any, data: dict[str, Any]) -> bool:

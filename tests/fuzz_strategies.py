@@ -252,14 +252,18 @@ def sdpfrags(draw: Any, ufrag: str, pwd: str) -> str:
 
 def config_sections() -> dict[str, list[str]]:
     """Every real section and key name, so generated configs reach the validators (a list
-    section, such as `publish`, by its entries' keys)."""
+    section, such as `publish`, by its entries' keys; a mapping of named entries, such as
+    `cameras`, by its entries' keys too)."""
     sections = {}
     for name, field in Config.model_fields.items():
         model = field.annotation
-        if get_origin(model) is list:
-            model = get_args(model)[0]
+        if get_origin(model) in (list, dict):
+            model = get_args(model)[-1]
         sections[name] = list(model.model_fields)
     return sections
+
+
+NAMED_SECTIONS = {name for name, field in Config.model_fields.items() if get_origin(field.annotation) is dict}
 
 
 @st.composite
@@ -274,8 +278,10 @@ def yaml_configs(draw: Any) -> str:
     config: dict[str, Any] = {}
     for section in draw(st.lists(st.sampled_from(sorted(sections)), max_size=3, unique=True)):
         keys = draw(st.lists(st.sampled_from(sections[section] + ["nonsense"]), max_size=3, unique=True))
-        config[section] = draw(st.one_of(
-            st.fixed_dictionaries({k: JSON_VALUES for k in keys}), JSON_SCALARS))
+        value = draw(st.one_of(st.fixed_dictionaries({k: JSON_VALUES for k in keys}), JSON_SCALARS))
+        if section in NAMED_SECTIONS:  # cameras: {name: {keys}}, names right or wrong
+            value = {draw(st.sampled_from(["front", "arm-2", "a b", ""]) | ODD_TEXT): value}
+        config[section] = value
     text = yaml.safe_dump(config, allow_unicode=True)
     if draw(st.booleans()):  # YAML's own features: anchors, tags, odd scalars
         text += draw(st.sampled_from(["x: &a [*a]\n", "y: !!python/object:os.system x\n", "z: !!binary '###'\n",

@@ -60,7 +60,7 @@ def choose_auto(
             return "picamera", f"video.source is auto: {why}"
         reasons.append(f"no Pi camera ({why})")
     if "v4l2" not in skip:
-        device = video.device or v4l2.first_capture_device(exclude=taken)
+        device = video.device or v4l2.free_capture_device(taken)
         if device:
             return "v4l2", f"video.source is auto: {'; '.join(reasons + [f'using V4L2 camera {device}'])}"
         reasons.append("no V4L2 capture device" + (" that no other camera holds" if taken else ""))

@@ -513,6 +513,11 @@ def first_capture_device(pattern: str = "/dev/video*", exclude: frozenset[str] =
     return None
 
 
+def free_capture_device(taken: frozenset[str]) -> str | None:
+    """The first capture device no other camera holds (`taken`), or None."""
+    return first_capture_device(exclude=taken) if taken else first_capture_device()
+
+
 def fds_for(path: str) -> set[int]:
     """This process's file descriptors open on the device node `path` (PyAV does not expose the
     one FFmpeg opens; robotcam finds it to poll it, make it non-blocking, or stop a stuck open)."""
@@ -594,7 +599,7 @@ class V4L2Source(ContainerSource):
         """Find, check and open the device: the one step that needs a real camera. Returns the
         PyAV input container, and sets self._fd to its descriptor, made non-blocking (or None:
         the reader then blocks in FFmpeg)."""
-        device = self.video.device or first_capture_device(exclude=self._taken)
+        device = self.video.device or free_capture_device(self._taken)
         if not device:
             raise SourceError(self._no_camera_message())
         self.device = device
