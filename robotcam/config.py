@@ -347,7 +347,19 @@ class AuthConfig(Section):
         return self
 
 
-CAMERAS = ("main",)  # the cameras a publish entry may name; "" means the first
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+DEFAULT_CAMERA = "main"  # the one camera made from `video:` alone when `cameras:` is absent
+
+
+def device_of(video: VideoConfig) -> tuple[str, str] | None:
+    """(key, what) naming the device a camera opens, for the one-camera-per-device check: a
+    V4L2 path or a Pi camera index. Test patterns and files are no device (two may share)."""
+    if video.source == "picamera":
+        return "picamera.camera", f"Pi camera {video.picamera.camera}"
+    if video.source in ("v4l2", "auto") and video.device:
+        return "device", video.device
+    return None
+
 
 
 def mask_url(url: str) -> str:
@@ -390,16 +402,6 @@ class PublishEntry(Section):
             )
         return value
 
-    @field_validator("camera")
-    @classmethod
-    def _known_camera(cls, value: str) -> str:
-        if value and value not in CAMERAS:
-            raise ValueError(
-                f"unknown camera {value!r}: known cameras are {', '.join(CAMERAS)} "
-                "(empty = the first)"
-            )
-        return value
-
     @model_validator(mode="after")
     def _one_credential(self) -> "PublishEntry":
         from urllib.parse import urlsplit
@@ -433,6 +435,9 @@ class Config(Section):
     logging: LoggingConfig = LoggingConfig()
     auth: AuthConfig = AuthConfig()
     publish: list[PublishEntry] = []
+    #: name -> that camera's settings: `video:` with the camera's own keys laid over it (merged
+    #: before validation, so an error names `cameras.arm.device`). Empty: one camera, "main".
+    cameras: dict[str, VideoConfig] = {}
 
     @model_validator(mode="after")
     def _unique_publish_urls(self) -> "Config":
@@ -441,19 +446,69 @@ class Config(Section):
             if entry.url in seen:
                 raise ValueError(f"publish[{index}].url: {entry.masked_url} is listed twice")
             seen.add(entry.url)
+            if entry.camera and entry.camera not in self.camera_configs():
+                raise ValueError(
+                    f"publish[{index}].camera: unknown camera {entry.camera!r}: known cameras are "
+                    f"{', '.join(self.camera_configs())} (empty = the first)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _cameras(self) -> "Config":
+        """Names a URL can carry; one camera per device (two cannot open one V4L2 node)."""
+        owner: dict[str, str] = {}
+        for name, video in self.cameras.items():
+            if not CAMERA_NAME.match(name):
+                raise ValueError(
+                    f"cameras: {name!r} is not a camera name: use 1-32 letters, digits, '-' or '_'"
+                )
+            device = device_of(video)
+            if device is None:
+                continue
+            key, what = device
+            if what in owner:
+                raise ValueError(f"cameras.{name}.{key}: {what} is already used by camera {owner[what]!r}")
+            owner[what] = name
         return self
 
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, data: Any) -> Any:
-        """`video:` with every key under it commented out is YAML null: use the defaults."""
-        if isinstance(data, dict):
-            return {key: value for key, value in data.items() if value is not None}
+        """`video:` with every key under it commented out is YAML null: use the defaults. Each
+        camera is `video:` with its own keys laid over it (`picamera:` merged key by key)."""
+        if not isinstance(data, dict):
+            return data
+        data = {key: value for key, value in data.items() if value is not None}
+        cameras = data.get("cameras")
+        if isinstance(cameras, dict):
+            video = data.get("video", {})
+            base = video.model_dump() if isinstance(video, VideoConfig) else video
+            if isinstance(base, dict):
+                data["cameras"] = {name: _overlay(base, own) for name, own in cameras.items()}
         return data
+
+    def camera_configs(self) -> dict[str, VideoConfig]:
+        """Every camera by name, in config order: `cameras:`, or "main" made from `video:`."""
+        return dict(self.cameras) if self.cameras else {DEFAULT_CAMERA: self.video}
 
     def masked(self) -> dict[str, Any]:
         """The effective config as plain data, secrets replaced by asterisks."""
         return self.model_dump(mode="json")
+
+
+def _overlay(base: dict[str, Any], own: Any) -> Any:
+    """A camera's settings: `video:` (base) with the camera's keys on top. Not a mapping (an
+    error to report as it is) or a camera given as a model (already whole) stays as it is."""
+    if isinstance(own, VideoConfig):
+        return own
+    if own is None:
+        own = {}
+    if not isinstance(own, dict):
+        return own
+    merged = {**base, **own}
+    if isinstance(base.get("picamera"), dict) and isinstance(own.get("picamera"), dict):
+        merged["picamera"] = {**base["picamera"], **own["picamera"]}
+    return merged
 
 
 class ConfigError(Exception):
@@ -489,7 +544,17 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_problem(err) for err in exc.errors()]) from None
+        errors = [err for err in exc.errors() if not _inherited(err, data)]
+        raise ConfigError(source, [_problem(err) for err in errors]) from None
+
+
+def _inherited(err: Any, data: dict[str, Any]) -> bool:
+    """An error in a key a camera took from `video:`: `video.<key>` reports it once."""
+    loc = tuple(err["loc"])
+    if len(loc) < 3 or loc[0] != "cameras":
+        return False
+    own = (data.get("cameras") or {}).get(loc[1])
+    return isinstance(own, dict) and loc[2] not in own
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -505,9 +570,14 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     config = parse_config(text, str(path))
     # relative paths are relative to the config file, not to wherever the daemon was started
     # (/ under systemd)
-    if config.video.file and not Path(config.video.file).is_absolute():
-        video = config.video.model_copy(update={"file": str(Path(path).parent / config.video.file)})
-        config = config.model_copy(update={"video": video})
+    def anchored(video: VideoConfig) -> VideoConfig:
+        if video.file and not Path(video.file).is_absolute():
+            return video.model_copy(update={"file": str(Path(path).parent / video.file)})
+        return video
+    config = config.model_copy(update={
+        "video": anchored(config.video),
+        "cameras": {name: anchored(video) for name, video in config.cameras.items()},
+    })
     if not Path(config.recording.path).is_absolute():
         recording = config.recording.model_copy(
             update={"path": str(Path(path).parent / config.recording.path)})
@@ -564,8 +634,10 @@ def _show(value: Any) -> str:
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The model class that holds the key at loc, to suggest its real field names."""
     model: Any = Config
+    skip_name = False
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or skip_name:
+            skip_name = False
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
@@ -575,6 +647,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         model = field.annotation
         if get_origin(model) is list:
             model = get_args(model)[0]
+        elif get_origin(model) is dict:  # cameras: the next part is a name, then its keys
+            model = get_args(model)[1]
+            skip_name = True
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
@@ -623,7 +698,7 @@ def _problem(err: dict[str, Any]) -> str:
     if kind == "value_error":
         message = err["msg"].removeprefix("Value error, ")
         # a section's own check may name the key inside it: "users[1].name: duplicate ..."
-        inner = re.match(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", message, re.S)
+        inner = re.match(r"^([a-z_]+(?:\[\d+\])?(?:\.[A-Za-z0-9_-]+)*): (.*)$", message, re.S)
         if inner:
             return f"{_dotted(loc + (inner.group(1),))}: {inner.group(2)}"
         return f"{key}: {message}"

@@ -46,7 +46,7 @@ async def test_snapshot_with_no_viewer_is_the_live_picture_at_the_camera_size(ro
     # cameras other than "main" do not exist (yet)
     unknown = await robot.http.get("/snapshot.jpg", params={"camera": "arm"})
     assert unknown.status == 404
-    assert await unknown.json() == {"error": "unknown camera 'arm'", "cameras": ["main"]}
+    assert await unknown.json() == {"error": "unknown camera 'arm': the cameras are main", "cameras": ["main"]}
     assert unknown.headers["Cache-Control"] == "no-store"
 
 

@@ -30,7 +30,8 @@
 
   // What the page receives, one recvonly transceiver each. Tracks of every kind end up in the
   // one MediaStream the <video> element plays; sound is added by web/sound.js (sendrecv, for
-  // talk-back), so picture and sound play from one element, in sync.
+  // talk-back), so picture and sound play from one element, in sync. With several cameras,
+  // web/cameras.js adds a video section for each further camera, shown in tiles of its own.
   const RECEIVE_KINDS = ['video'];
 
   const $ = (id) => document.getElementById(id);
@@ -58,7 +59,7 @@
 
   const robotcam = {
     pc: null, // the current RTCPeerConnection (null between attempts)
-    state: 'connecting', // 'connecting' | 'live' | 'poor' | 'reconnecting' | 'error' | 'signed-out'
+    state: 'connecting', // 'connecting' | 'live' | 'poor' | 'camera' | 'reconnecting' | 'error' | 'signed-out'
     detail: '', // why, for the states that have a reason
     reconnects: 0, // connections started after the first one
     lastError: null,
@@ -91,6 +92,8 @@
       text = 'Live';
     } else if (state === 'poor') {
       text = detail ? `Poor connection — ${detail}` : 'Poor connection';
+    } else if (state === 'camera') {
+      text = detail;
     } else if (state === 'signed-out') {
       text = detail || 'Sign in to watch';
     } else if (state === 'connecting') {
@@ -133,6 +136,7 @@
     a.abort.abort();
     if (a.pc) {
       if (window.robotcamSound) window.robotcamSound.detach(a.pc);
+      if (window.robotcamCameras) window.robotcamCameras.detach(a.pc);
       a.pc.ontrack = null;
       a.pc.onconnectionstatechange = null;
       a.pc.oniceconnectionstatechange = null;
@@ -181,6 +185,7 @@
       robotcam.pc = pc;
       a.stream = new MediaStream();
       for (const kind of RECEIVE_KINDS) pc.addTransceiver(kind, { direction: 'recvonly' });
+      if (window.robotcamCameras) window.robotcamCameras.attach(pc, clientConfig);
       // Robot control (web/control.js): its data channel must exist before the offer.
       if (clientConfig.control && clientConfig.control.enabled && window.robotcamControl) {
         window.robotcamControl.attach(pc, clientConfig.control);
@@ -188,7 +193,9 @@
       // Sound both ways (web/sound.js): a sendrecv audio transceiver, before the offer.
       if (window.robotcamSound) window.robotcamSound.attach(pc, clientConfig);
       pc.ontrack = (event) => {
-        if (attempt === a) onTrack(a, event);
+        if (attempt !== a) return;
+        if (window.robotcamCameras && window.robotcamCameras.onTrack(event)) return;
+        onTrack(a, event);
       };
       pc.onconnectionstatechange = () => {
         if (attempt === a) onConnectionState(a);
@@ -204,6 +211,7 @@
       if (attempt !== a) return;
       await pc.setRemoteDescription(answer);
       if (window.robotcamSound) window.robotcamSound.connected(pc, answer.session);
+      if (window.robotcamCameras) window.robotcamCameras.connected(pc, answer.session);
       a.session = answer.session;
       a.answeredAt = a.lastProgressAt = performance.now();
       watchDtls(a);
@@ -543,6 +551,15 @@
       a.lastProgressAt = now;
       return;
     }
+    // The large picture's camera fails at the robot (several cameras): starting over would not
+    // bring it back, and the other cameras play on in this connection. Say so and wait.
+    const cameraProblem = window.robotcamCameras && window.robotcamCameras.stageProblem();
+    if (cameraProblem && a.gotFrame && now - a.lastProgressAt > SETTINGS.poorAfterMs) {
+      a.lastProgressAt = now - SETTINGS.poorAfterMs;
+      setState('camera', `Camera reconnecting — ${cameraProblem}`);
+      return;
+    }
+    if (robotcam.state === 'camera' && !cameraProblem) setState('live');
     const stalled = now - a.lastProgressAt;
     // A picture that stands still is never "Live": between a short stall and giving up on the
     // connection, say the connection is poor (the robot may be at the edge of its Wi-Fi).

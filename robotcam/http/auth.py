@@ -56,6 +56,7 @@ ROUTES: dict[str, str] = {
     "/api/events": "view",
     "/api/config": "view",
     "/api/viewer": "view",
+    "/api/camera": "view",
     "/api/talk": "talk",
 }
 #: GET routes that also take the token as `?token=`: stills and streams are fetched by things

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from robotcam.service.daemon import Daemon
 from robotcam.http.errors import json_error
+from robotcam.video.cameras import UnknownCamera
 from robotcam.video.mjpeg import MjpegFull
 from robotcam.video.stills import StillError
 
@@ -54,18 +55,13 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
     app.on_shutdown.append(_end_streams)
 
 
-def cameras(daemon: Daemon) -> list[str]:
-    """The cameras' names. One for now; issue #11 adds more."""
-    return ["main"]
-
-
 def unknown_camera(request: web.Request) -> web.Response | None:
     """A 404 for `?camera=NAME` naming no camera; None for a known one or no parameter."""
-    names = cameras(request.app[_DAEMON])
-    name = request.query.get("camera", names[0])
-    if name in names:
-        return None
-    return json_error(404, f"unknown camera {name!r}", cameras=names)
+    try:
+        request.app[_DAEMON].cameras.get(request.query.get("camera"))
+    except UnknownCamera as exc:
+        return json_error(404, str(exc), cameras=exc.known)
+    return None
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -77,7 +73,7 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     if (refused := unknown_camera(request)) is not None:
         return refused
     try:
-        jpeg = await request.app[_DAEMON].snapshots.jpeg()
+        jpeg = await request.app[_DAEMON].snapshots.jpeg(request.query.get("camera"))
     except StillError as exc:
         return json_error(503, f"no snapshot: {exc}")
     return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -87,11 +83,12 @@ async def mjpeg_stream(request: web.Request) -> web.StreamResponse:
     if (refused := unknown_camera(request)) is not None:
         return refused
     daemon = request.app[_DAEMON]
-    problem = daemon.pipeline.picture_problem()
+    camera = request.query.get("camera")
+    problem = daemon.cameras.get(camera).picture_problem()
     if problem is not None:
         return json_error(503, f"no stream: {problem}")
     try:
-        client = daemon.mjpeg.join()
+        client = daemon.mjpeg.join(camera)
     except MjpegFull as exc:
         return json_error(503, str(exc), max_clients=daemon.mjpeg.config.max_clients)
     response = web.StreamResponse(headers={

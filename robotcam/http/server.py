@@ -17,6 +17,8 @@ from aiohttp import web
 from robotcam.http.audio import add_routes as add_audio_routes
 from robotcam.http.auth import IDENTITY, access_middleware
 from robotcam.http.auth import add_routes as add_auth_routes
+from robotcam.http.cameras import add_routes as add_camera_routes
+from robotcam.http.cameras import wanted_cameras
 from robotcam.service.daemon import Daemon
 from robotcam.http.errors import json_error
 from robotcam.http.media import PERMISSIONS as MEDIA_PERMISSIONS
@@ -113,7 +115,7 @@ async def offer(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     try:
         sdp = await read_offer(request, daemon.config.server.max_body_bytes)
-        session, answer = await daemon.peers.open_session(sdp, request[IDENTITY])
+        session, answer = await daemon.peers.open_session(sdp, request[IDENTITY], wanted_cameras(request.query))
     except OfferError as exc:
         log.info("offer from %s refused (%d): %s", request.remote, exc.status, exc.message)
         return json_error(exc.status, exc.message, **exc.extra)
@@ -191,6 +193,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/api/config", client_config)
     app.router.add_get("/api/viewer", viewer_quality)
     add_signaling_routes(app, daemon)  # /whep, /whep/{key}, /ws
+    add_camera_routes(app, daemon)  # /api/camera
     add_audio_routes(app, daemon)  # /api/talk, /api/events, /robotcam-ca.crt
     add_media_routes(app, daemon)  # /snapshot.jpg, /stream.mjpg, /metrics, /api/recordings
     app.router.add_static("/static/", web_root(), show_index=False, append_version=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -29,11 +29,11 @@ class PublishComponent:
     name = "publish"
 
     def __init__(
-        self, config: Config, pipeline: VideoPipeline, audio: AudioComponent,
+        self, config: Config, camera: Callable[[str | None], VideoPipeline], audio: AudioComponent,
         timing: PublishTiming | None = None,
     ) -> None:
         self.entries = list(config.publish)
-        self.media = PublishMedia(pipeline, audio, config.webrtc)
+        self.media = PublishMedia(camera, audio, config.webrtc)
         self.timing = timing or PublishTiming()
         self.publishers: dict[str, Publisher] = {}  # by URL
         self._http: aiohttp.ClientSession | None = None

@@ -55,9 +55,9 @@ class PublishTiming:
 
 @dataclass
 class PublishMedia:
-    """What a publisher reads from: the daemon's video pipeline and sound component."""
+    """What a publisher reads from: the daemon's cameras and sound component."""
 
-    pipeline: VideoPipeline
+    camera: Callable[[str | None], VideoPipeline]  # name ("": the first) -> its pipeline
     audio: AudioComponent
     webrtc: WebRTCConfig
 
@@ -228,7 +228,8 @@ class Publisher:
         if not self._server_ice:
             self._server_ice = await self.client.ice_servers()
         pc = RTCPeerConnection(self._rtc_configuration())
-        video = PeerVideoTrack(self.media.pipeline.queue_size(), -1 - self.index)
+        pipeline = self.media.camera(self.entry.camera)  # looked up per session: reloads replace cameras
+        video = PeerVideoTrack(pipeline.queue_size(), -1 - self.index)
         audio: PeerAudioTrack | None = None
         resource: WhipResource | None = None
         try:
@@ -245,7 +246,7 @@ class Publisher:
             resource = await self.client.publish(pc.localDescription.sdp)
             if resource.ice_servers:
                 self._server_ice = resource.ice_servers  # for the next session
-            await self._apply_answer(pc, resource, video, audio)
+            await self._apply_answer(pc, resource, pipeline, video, audio)
             self._video = video
             if resource.trickle:
                 try:
@@ -270,7 +271,8 @@ class Publisher:
                 await self._delete(resource)
 
     async def _apply_answer(
-        self, pc: RTCPeerConnection, resource: WhipResource, video: PeerVideoTrack, audio: PeerAudioTrack | None,
+        self, pc: RTCPeerConnection, resource: WhipResource, pipeline: VideoPipeline, video: PeerVideoTrack,
+        audio: PeerAudioTrack | None,
     ) -> None:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=resource.answer, type="answer"))
@@ -280,7 +282,7 @@ class Publisher:
         if codec not in SUPPORTED_CODECS:
             raise WhipError(f"the server accepts neither H264 nor VP8 (its answer: {codec})", "config")
         self.codec = codec
-        self.media.pipeline.attach(video, codec)  # one more reader of the shared encoder
+        pipeline.attach(video, codec)  # one more reader of the shared encoder
         if audio is not None:
             self.media.audio.hub.subscribe(audio)
 
@@ -336,7 +338,7 @@ class Publisher:
         video = self._video
         return {
             "url": self.entry.masked_url,
-            "camera": self.entry.camera or "main",
+            "camera": self.entry.camera or self.media.camera(None).name,
             "state": self.state,
             "ok": self.ok,
             "reason": self.reason,

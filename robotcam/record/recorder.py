@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import av
 from aiortc.mediastreams import MediaStreamError
@@ -205,10 +205,16 @@ class Recorder:
 
     name = "recording"
 
+    @property
+    def pipeline(self) -> VideoPipeline:
+        """The camera recorded: the first (looked up each time: a reload may replace it)."""
+        return self._camera(None)
+
     def __init__(
-        self, pipeline: VideoPipeline, config: RecordingConfig, audio: AudioComponent | None = None,
+        self, camera: Callable[[str | None], VideoPipeline], config: RecordingConfig,
+        audio: AudioComponent | None = None,
     ) -> None:
-        self.pipeline = pipeline
+        self._camera = camera  # name (None: the first) -> its pipeline
         self.config = config
         self.audio = audio
         self._tasks = TaskSet()

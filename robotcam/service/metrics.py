@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CAMERA = "main"  # the one camera's name until issue #11 brings more
 AUDIO_STATES = ("starting", "running", "stalled", "failed", "off", "stopped")
 
 
@@ -71,6 +70,7 @@ class ViewerStats:
     adds a closing viewer's final figures to the totals."""
 
     def __init__(self) -> None:
+        self.answered_total = 0  # viewers answered since the start (offers that succeeded)
         self.live: dict[int, list[SenderStats]] = {}
         self.closed_packets: Counter[str] = Counter()  # per kind
         self.closed_bytes: Counter[str] = Counter()
@@ -85,7 +85,8 @@ class ViewerStats:
 
     def prepare(self, session: PeerSession, offer: Any) -> None: ...
 
-    def answered(self, session: PeerSession) -> None: ...
+    def answered(self, session: PeerSession) -> None:
+        self.answered_total += 1
 
     async def closed(self, session: PeerSession) -> None:
         self.live.pop(session.id, None)
@@ -110,27 +111,19 @@ class DaemonCollector(Collector):
         yield from self._components()
 
     def _video(self) -> Iterator[Any]:
-        pipeline = self.daemon.pipeline
-        info = InfoMetricFamily("robotcam", "robotcam's version and video source")
-        info.add_metric([], {"version": __version__, "source": pipeline.source_name})
+        cameras = list(self.daemon.cameras)
+        info = InfoMetricFamily("robotcam", "robotcam's version and video source (the first camera's)")
+        info.add_metric([], {"version": __version__, "source": cameras[0].source_name})
         yield info
         produced = CounterMetricFamily(
             "robotcam_frames_produced", "Frames the camera delivered", labels=["camera"])
-        produced.add_metric([CAMERA], pipeline.frames_produced)
-        yield produced
         up = GaugeMetricFamily(
             "robotcam_source_up", "1 while the camera delivers frames, 0 when stalled or failed",
             labels=["camera"])
-        up.add_metric([CAMERA], 1 if pipeline.healthy() else 0)
-        yield up
         fps = GaugeMetricFamily(
             "robotcam_frames_per_second", "Frame rate measured over the last 2 s", labels=["camera"])
-        fps.add_metric([CAMERA], pipeline.measured_fps())
-        yield fps
         restarts = CounterMetricFamily(
             "robotcam_source_restarts", "Camera restarts after a failure or stall", labels=["camera"])
-        restarts.add_metric([CAMERA], pipeline.restarts)
-        yield restarts
         families = {
             "frames_encoded": CounterMetricFamily(
                 "robotcam_frames_encoded", "Frames encoded, per codec (once for every viewer)",
@@ -144,9 +137,16 @@ class DaemonCollector(Collector):
                 "Keyframes forced for joining viewers and picture-loss reports (for the Pi "
                 "camera: requests passed to it)", labels=["camera", "codec"]),
         }
-        for codec, counts in sorted(pipeline.encoder_totals().items()):
-            for name, family in families.items():
-                family.add_metric([CAMERA, codec], counts[name])
+        for pipeline in cameras:
+            camera = pipeline.name
+            produced.add_metric([camera], pipeline.frames_produced)
+            up.add_metric([camera], 1 if pipeline.healthy() else 0)
+            fps.add_metric([camera], pipeline.measured_fps())
+            restarts.add_metric([camera], pipeline.restarts)
+            for codec, counts in sorted(pipeline.encoder_totals().items()):
+                for name, family in families.items():
+                    family.add_metric([camera, codec], counts[name])
+        yield from (produced, up, fps, restarts)
         yield from families.values()
 
     def _viewers(self) -> Iterator[Any]:
@@ -159,6 +159,18 @@ class DaemonCollector(Collector):
         for path, count in sorted(by_path.items()):
             viewers.add_metric([path], count)
         yield viewers
+        answered = CounterMetricFamily(
+            "robotcam_viewers_answered", "Viewers' offers answered since the start (a camera "
+            "switch needs none)")
+        answered.add_metric([], self.viewers.answered_total)
+        yield answered
+        watching: Counter[str] = Counter({p.name: 0 for p in self.daemon.cameras})
+        watching.update(video.camera for session in sessions for video in session.videos)
+        per_camera = GaugeMetricFamily(
+            "robotcam_camera_viewers", "Viewers' video sections showing each camera", labels=["camera"])
+        for camera, count in watching.items():
+            per_camera.add_metric([camera], count)
+        yield per_camera
 
         packets = CounterMetricFamily(
             "robotcam_rtp_packets_sent", "RTP packets sent to viewers", labels=["kind"])

@@ -2,7 +2,8 @@
 
 What can change live does: log level, viewer limit, ICE servers and host addresses (for new
 viewers), encoder bitrate and keyframe interval (the next frame is an IDR). Video source, size
-and rate restart the source; viewers stay connected and resume at the next keyframe. Only the
+and rate restart the source; viewers stay connected and resume at the next keyframe. Cameras
+added, removed or changed start, stop or restart alone: the others' viewers see nothing. Only the
 listening address and the HTTPS certificate (server.tls) need a restart, and the log says so.
 """
 
@@ -28,9 +29,17 @@ def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
             if a[section] != b[section]:
                 out[section] = (a[section], b[section])
             continue
-        for key in b[section]:
-            if a[section][key] != b[section][key]:
-                out[f"{section}.{key}"] = (a[section][key], b[section][key])
+        before, after = a.get(section) or {}, b[section]
+        for key in list(before) + [k for k in after if k not in before]:  # cameras come and go
+            was, now = before.get(key), after.get(key)
+            if was == now:
+                continue
+            if section == "cameras" and isinstance(was, dict) and isinstance(now, dict):
+                for leaf in now:  # a changed camera: its changed keys
+                    if was.get(leaf) != now[leaf]:
+                        out[f"cameras.{key}.{leaf}"] = (was.get(leaf), now[leaf])
+            else:
+                out[f"{section}.{key}"] = (was, now)
     if old.webrtc.ice_servers != new.webrtc.ice_servers and "webrtc.ice_servers" not in out:
         out["webrtc.ice_servers"] = ("(credentials)", "(credentials changed)")
     if old.publish != new.publish and "publish" not in out:
@@ -52,5 +61,5 @@ async def apply_reload(daemon: Daemon, old: Config, new: Config) -> dict[str, tu
         note = " (takes effect after a restart)" if key in RESTART_REQUIRED else ""
         log.info("reload: %s: %s -> %s%s", key, before, after, note)
     daemon.apply_config(new)
-    await daemon.pipeline.reconfigure(new.video)
+    await daemon.cameras.reconfigure(new.camera_configs())
     return changes

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from robotcam.config import Config, ConfigError, load_config
+from robotcam.config import DEFAULT_CAMERA, Config, ConfigError, load_config
 from robotcam.service.daemon import Daemon
 from robotcam.service.logs import set_level
 from robotcam.service.notify import SystemdNotifier
@@ -147,20 +147,20 @@ class Service:
     # --- background duties ------------------------------------------------------------------
 
     async def _announce_ready(self) -> None:
-        """READY=1 once the first frame exists: a unit that is 'active' can show a picture."""
-        await self.daemon.pipeline.first_frame.wait()
+        """READY=1 once a camera's first frame exists: a unit that is 'active' can show a picture."""
+        await self.daemon.cameras.first_frame()
         self.notifier.ready()
         self.notifier.status(self.daemon.status_line())
         log.info("first frame produced: ready")
 
     async def _heartbeat(self) -> None:
-        """Keep STATUS= current, and ping the watchdog only while frames flow, so a wedged
-        camera stops the pings and systemd restarts the service."""
+        """Keep STATUS= current, and ping the watchdog only while frames flow (from at least one
+        camera), so a wedged camera stops the pings and systemd restarts the service."""
         interval = STATUS_INTERVAL
         if self.notifier.watchdog_interval:
             interval = min(interval, self.notifier.watchdog_interval)
         while True:
-            if self.daemon.pipeline.healthy():
+            if self.daemon.cameras.healthy():
                 self.notifier.watchdog()
             self.notifier.status(self.daemon.status_line())
             await asyncio.sleep(interval)
@@ -192,7 +192,10 @@ class Service:
                 await apply_reload(self.daemon, old, new)
             except Exception as exc:  # noqa: BLE001 - the pipeline went back to what worked
                 log.error("reload: the new video settings could not be applied (%s); video keeps its previous settings", exc)
-                self.config = new.model_copy(update={"video": self.daemon.pipeline.video})
+                running = {p.name: p.video for p in self.daemon.cameras}
+                self.config = new.model_copy(update=(
+                    {"cameras": running} if new.cameras else {"video": running.get(DEFAULT_CAMERA, new.video)}
+                ))
                 self.daemon.apply_config(self.config)
                 return False
             return True

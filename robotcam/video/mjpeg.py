@@ -1,6 +1,7 @@
-"""GET /stream.mjpg: one MJPEG encoder shared by every MJPEG client, running only while watched.
+"""GET /stream.mjpg: one MJPEG encoder per camera shared by its MJPEG clients, running only
+while watched.
 
-The encoder thread takes the pipeline's newest picture at up to `mjpeg.fps`, encodes it once,
+The encoder thread takes the camera's newest picture at up to `mjpeg.fps`, encodes it once,
 and hands the same bytes to every client. Each client holds one slot: a newer JPEG replaces one
 its connection has not taken yet, so a slow client skips frames and never delays the others or
 the encoder. The thread ends when the last client leaves.
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from robotcam.config import Config, MjpegConfig
 from robotcam.video.pipeline import VideoPipeline
@@ -61,17 +62,31 @@ class MjpegClient:
                 return jpeg
 
 
+class MjpegFeed:
+    """One camera's MJPEG: its clients and, while it has any, its encoder thread's stop flag."""
+
+    def __init__(self, pipeline: VideoPipeline) -> None:
+        self.pipeline = pipeline
+        self.clients: set[MjpegClient] = set()
+        self.stop: threading.Event | None = None  # the running thread's stop flag
+
+    def publish(self, jpeg: bytes) -> None:
+        for client in tuple(self.clients):
+            client.offer(jpeg)
+
+
 class MjpegBroadcaster:
-    """The MJPEG component: clients, and the encoder thread that serves them while any exist."""
+    """The MJPEG component: clients, and per camera the encoder thread that serves them while
+    any exist. `mjpeg.max_clients` counts every camera's clients together."""
 
     name = "mjpeg"
 
-    def __init__(self, pipeline: VideoPipeline, config: MjpegConfig) -> None:
-        self.pipeline = pipeline
+    def __init__(self, camera: Callable[[str | None], VideoPipeline], config: MjpegConfig) -> None:
+        self.camera = camera  # name (None: the first) -> that camera's pipeline
         self.config = config
-        self._clients: set[MjpegClient] = set()
+        self._feeds: dict[str, MjpegFeed] = {}
+        self._feed_of: dict[MjpegClient, MjpegFeed] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: threading.Event | None = None  # the running thread's stop flag
         self._threads: list[threading.Thread] = []
         self._numbers = 0
         self.encoders_started = 0
@@ -80,11 +95,11 @@ class MjpegBroadcaster:
         self.closed = False
 
     def __len__(self) -> int:
-        return len(self._clients)
+        return len(self._feed_of)
 
     @property
     def clients(self) -> tuple[MjpegClient, ...]:
-        return tuple(self._clients)
+        return tuple(self._feed_of)
 
     # --- Component --------------------------------------------------------------------------
 
@@ -92,63 +107,69 @@ class MjpegBroadcaster:
         self._loop = asyncio.get_running_loop()
 
     async def stop(self) -> None:
-        """End every client's stream and wait for the encoder thread."""
+        """End every client's stream and wait for the encoder threads."""
         self.closed = True
-        for client in tuple(self._clients):
+        for client in self.clients:
             self.leave(client)
         threads, self._threads = self._threads, []
         await asyncio.to_thread(lambda: [t.join(2.0) for t in threads])
 
     def health(self) -> dict[str, Any]:
         return {
-            "clients": len(self._clients),
+            "clients": len(self),
             "max_clients": self.config.max_clients,
             "fps": self.config.fps,
-            "encoding": self._stop is not None,
+            "encoding": any(feed.stop is not None for feed in self._feeds.values()),
             "frames_encoded": self.frames_encoded,
         }
 
     def apply_config(self, config: Config) -> None:
-        self.config = config.mjpeg  # the thread reads rate and quality at every frame
+        self.config = config.mjpeg  # the threads read rate and quality at every frame
 
     # --- clients ----------------------------------------------------------------------------
 
-    def join(self) -> MjpegClient:
+    def join(self, camera: str | None = None) -> MjpegClient:
+        """A new client of `camera` (None: the first); UnknownCamera for a name no camera has."""
         if self.closed:
             raise MjpegFull("robotcam is shutting down")
-        if len(self._clients) >= self.config.max_clients:
+        if len(self) >= self.config.max_clients:
             raise MjpegFull(f"MJPEG client limit reached ({self.config.max_clients}): try again later")
+        pipeline = self.camera(camera)
+        feed = self._feeds.get(pipeline.name)
+        if feed is None or feed.pipeline is not pipeline:  # new, or a reload replaced the camera
+            feed = self._feeds[pipeline.name] = MjpegFeed(pipeline)
         self._numbers += 1
         client = MjpegClient(self._numbers)
-        self._clients.add(client)
-        if self._stop is None:
-            self._start_encoder()
+        feed.clients.add(client)
+        self._feed_of[client] = feed
+        if feed.stop is None:
+            self._start_encoder(feed)
         return client
 
     def leave(self, client: MjpegClient) -> None:
         client.close()
-        self._clients.discard(client)
-        if not self._clients and self._stop is not None:
-            self._stop.set()  # the thread ends by itself; stop() joins it
-            self._stop = None
-            log.info("MJPEG: encoder stopped, no clients left")
+        feed = self._feed_of.pop(client, None)
+        if feed is None:
+            return
+        feed.clients.discard(client)
+        if not feed.clients and feed.stop is not None:
+            feed.stop.set()  # the thread ends by itself; stop() joins it
+            feed.stop = None
+            log.info("MJPEG %s: encoder stopped, no clients left", feed.pipeline.name)
 
-    def _start_encoder(self) -> None:
+    def _start_encoder(self, feed: MjpegFeed) -> None:
         self._loop = asyncio.get_running_loop()
-        stop = self._stop = threading.Event()
-        thread = threading.Thread(target=self._main, args=(stop,), name="robotcam-mjpeg", daemon=True)
+        stop = feed.stop = threading.Event()
+        thread = threading.Thread(target=self._main, args=(feed, stop), name="robotcam-mjpeg", daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         self.encoders_started += 1
         thread.start()
-        log.info("MJPEG: encoder started for the first client (%g fps)", self.config.fps)
+        log.info("MJPEG %s: encoder started for the first client (%g fps)", feed.pipeline.name, self.config.fps)
 
-    def _publish(self, jpeg: bytes) -> None:
-        for client in tuple(self._clients):
-            client.offer(jpeg)
+    # --- the encoder threads ----------------------------------------------------------------
 
-    # --- the encoder thread -----------------------------------------------------------------
-
-    def _main(self, stop: threading.Event) -> None:
+    def _main(self, feed: MjpegFeed, stop: threading.Event) -> None:
+        pipeline = feed.pipeline
         encoder: JpegEncoder | None = None
         last_sequence = -1
         due = time.monotonic()
@@ -156,8 +177,8 @@ class MjpegBroadcaster:
             delay = due - time.monotonic()
             if delay > 0 and stop.wait(delay):
                 break
-            sequence = self.pipeline.latest.sequence
-            if sequence == last_sequence or self.pipeline.picture_problem() is not None:
+            sequence = pipeline.latest.sequence
+            if sequence == last_sequence or pipeline.picture_problem() is not None:
                 stop.wait(IDLE_POLL)  # no new picture yet: look again shortly
                 continue
             config = self.config
@@ -166,7 +187,7 @@ class MjpegBroadcaster:
             if encoder is None or encoder.quality != config.quality:
                 encoder = JpegEncoder(config.quality)
             try:
-                jpeg = encoder.encode(self.pipeline.picture())
+                jpeg = encoder.encode(pipeline.picture())
             except StillError:
                 continue
             except Exception:  # noqa: BLE001 - one bad frame must not end the stream
@@ -181,6 +202,6 @@ class MjpegBroadcaster:
             if loop is None or loop.is_closed():
                 break
             try:
-                loop.call_soon_threadsafe(self._publish, jpeg)
+                loop.call_soon_threadsafe(feed.publish, jpeg)
             except RuntimeError:  # the loop closed meanwhile: shutting down
                 break

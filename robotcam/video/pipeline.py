@@ -15,6 +15,10 @@ viewer's track moves between the hubs of its codec at a keyframe (`switch`). Hub
 producers are keyed by stream: "H264" for rung 0, "H264/1" for rung 1. A supervisor restarts
 a source that fails, ends or stalls, with capped backoff, while peers stay connected and
 resume at the next keyframe.
+
+One pipeline is one camera (video/cameras.py holds them all). Every camera's packets are stamped
+on one shared clock, so a viewer's track can move from one camera's hub to another's at a
+keyframe and its RTP timestamps still only go forward.
 """
 
 from __future__ import annotations
@@ -53,6 +57,14 @@ FPS_WINDOW = 2.0  # seconds of frame times behind the measured fps
 COUNTED = ("frames_encoded", "frames_skipped", "keyframes_forced")
 
 SourceFactory = Callable[[VideoConfig], tuple[VideoSource, str]]
+
+
+class CameraLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Log lines of one camera, named when the robot has several: "[arm] video source: ..."."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        prefix = self.extra.get("prefix", "") if self.extra else ""
+        return f"{prefix}{msg}", kwargs
 
 
 class Producer(Protocol):
@@ -120,9 +132,18 @@ def stream_key(codec: str, rung: int) -> str:
 
 
 class VideoPipeline:
-    def __init__(self, video: VideoConfig, source_factory: SourceFactory = open_source) -> None:
+    def __init__(
+        self, video: VideoConfig, source_factory: SourceFactory = open_source, name: str = "main",
+        epoch: float | None = None, taken: Callable[[], frozenset[str]] = frozenset,
+        named_logs: bool = False,
+    ) -> None:
+        """`epoch`: the clock every camera shares (monotonic seconds at pts 0); `taken`: the
+        devices other cameras hold, which `auto` passes over."""
         self.video = video
+        self.name = name
+        self.log = CameraLog(log, {"prefix": f"[{name}] " if named_logs else ""})
         self._source_factory = source_factory
+        self._taken = taken
         self._loop: asyncio.AbstractEventLoop | None = None
         self.source: VideoSource | None = None
         self.source_name = video.source
@@ -144,7 +165,7 @@ class VideoPipeline:
         self._built_for = "frames"  # the kind of source the producers are built for
         self._lores = False  # an encoding source's lores stream feeds the lower rungs
         self._supervisor: asyncio.Task[None] | None = None
-        self._epoch = time.monotonic()
+        self._epoch = time.monotonic() if epoch is None else epoch
         self._last_pts = -1
         self._clock_offset: float | None = None  # source clock -> pipeline clock, per source
         self._frame_times: collections.deque[float] = collections.deque(maxlen=512)
@@ -157,12 +178,20 @@ class VideoPipeline:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the source (a SourceError means it cannot be used) and supervise it."""
+    async def start(self, required: bool = True) -> None:
+        """Open the source and supervise it. A source that cannot be opened raises (SourceError:
+        it cannot be used) when `required`; otherwise the camera starts failed, says why, and
+        the supervisor retries it with backoff (a USB camera plugged in later comes up)."""
         self._loop = asyncio.get_running_loop()
         await self._choose_h264_codec()
-        await self._open_source()
-        self._supervisor = asyncio.create_task(self._supervise(), name="robotcam-supervisor")
+        try:
+            await self._open_source()
+        except Exception as exc:
+            if required:
+                raise
+            self.state, self.reason = "failed", f"cannot open video source: {exc}"
+            self.log.error("%s; retrying", self.reason)
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"robotcam-supervisor-{self.name}")
 
     async def stop(self) -> None:
         """Reverse order of start: viewers' tracks, encoders, then the source."""
@@ -187,7 +216,7 @@ class VideoPipeline:
             choose_h264_codec, self.video.encoder, self.video.width, self.video.height, self.video.fps
         )
         if self.video.encoder != "auto" or self.h264_codec != "libx264":
-            log.info("H.264 encoder: %s (%s)", self.h264_codec, self.h264_codec_reason)
+            self.log.info("H.264 encoder: %s (%s)", self.h264_codec, self.h264_codec_reason)
 
     async def reconfigure(self, video: VideoConfig) -> None:
         """Apply new video settings: encoders take bitrate/GOP at their next frame; a new
@@ -204,14 +233,14 @@ class VideoPipeline:
         source = self.source
         if self._source_settings(old) != self._source_settings(video) or (
                 source is not None and source.needs_reopen(video)):
-            log.info("video settings changed: restarting the source")
+            self.log.info("video settings changed: restarting the source")
             async with self._source_lock:
                 await self._close_source()
                 try:
                     await self._open_source()
                 except Exception as exc:
                     # keep the robot streaming: back to the settings that worked
-                    log.error("%s; keeping the previous video settings", exc)
+                    self.log.error("%s; keeping the previous video settings", exc)
                     self.video = old
                     await self._open_source()
                     raise
@@ -230,7 +259,7 @@ class VideoPipeline:
                     source.open()
                     return source, why
                 except SourceError as exc:
-                    next_choice = fallback(self.video, source, exc)
+                    next_choice = fallback(self.video, source, exc, self._taken())
                     if next_choice is None:
                         raise
                     source, why = next_choice
@@ -247,7 +276,7 @@ class VideoPipeline:
         self._source_started_at = time.monotonic()
         self.state, self.reason = "starting", None
         source.start(self)
-        log.info("video source: %s (%s)", source.name, why)
+        self.log.info("video source: %s (%s)", source.name, why)
 
     async def _close_source(self) -> None:
         source, self.source = self.source, None
@@ -358,9 +387,11 @@ class VideoPipeline:
             transcoder.submit_packet(packet)
 
     def _frames_flowing(self) -> None:
+        if self.source is None:  # the last frame of a source being closed: it is not back
+            return
         if self.state in ("starting", "stalled"):
             if self.restarts:
-                log.info("video source %s recovered: frames flowing again", self.source_name)
+                self.log.info("video source %s recovered: frames flowing again", self.source_name)
             self.state, self.reason = "running", None
         self.first_frame.set()
 
@@ -428,7 +459,7 @@ class VideoPipeline:
             producer.start()
             self._refresh_taps()
             what = "for the first viewer" if rung == 0 else f"for rung {rung} ({self._rungs[rung].describe()})"
-            log.info("%s: %s started %s", key, producer.implementation, what)
+            self.log.info("%s: %s started %s", key, producer.implementation, what)
         return hub
 
     def _new_producer(self, codec: str, source_output: str, key: str | None = None, rung: Rung | None = None) -> Producer:
@@ -468,7 +499,7 @@ class VideoPipeline:
     def _hub_empty(self, hub: PacketHub) -> None:
         if self._hubs.get(hub.name) is hub:
             self._retire(hub.name)
-            log.info("%s: stopped, no viewers left", hub.name)
+            self.log.info("%s: stopped, no viewers left", hub.name)
 
     def _retire(self, codec: str) -> None:
         self._hubs.pop(codec, None)
@@ -533,7 +564,7 @@ class VideoPipeline:
                 self.state = "stalled" if self.source and self.source.running else "failed"
                 self.reason = problem
                 self.restarts += 1
-                log.error("%s; restarting it in %.0f s", problem, backoff)
+                self.log.error("%s; restarting it in %.0f s", problem, backoff)
                 await self._close_source()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -545,7 +576,7 @@ class VideoPipeline:
                     self.reason = f"restarted after: {problem}"
                 except Exception as exc:  # noqa: BLE001 - stays failed, retried next tick
                     self.state, self.reason = "failed", f"cannot reopen video source: {exc}"
-                    log.error("%s", self.reason)
+                    self.log.error("%s", self.reason)
 
     # --- measurements -----------------------------------------------------------------------
 

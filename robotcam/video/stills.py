@@ -131,51 +131,50 @@ class Snapshots:
 
     name = "snapshot"
 
-    def __init__(self, pipeline: VideoPipeline, config: SnapshotConfig) -> None:
-        self.pipeline = pipeline
+    def __init__(self, camera: Callable[[str | None], VideoPipeline], config: SnapshotConfig) -> None:
+        self.camera = camera  # name (None: the first) -> that camera's pipeline
         self.quality = config.quality
         self._lock = asyncio.Lock()  # one encoding at a time: a burst of requests queues
-        self._cached: tuple[int, int, bytes] | None = None  # (sequence, quality, jpeg)
+        self._cached: dict[str, tuple[int, int, bytes]] = {}  # camera -> (sequence, quality, jpeg)
         self.served = 0
         self.encoded = 0
         self.failures = 0
         self.encode_seconds = 0.0
 
-    async def jpeg(self) -> bytes:
-        """The newest picture as a JPEG; StillError when the camera has none to give."""
-        problem = self.pipeline.picture_problem()
+    async def jpeg(self, camera: str | None = None) -> bytes:
+        """The newest picture of `camera` (None: the first) as a JPEG; StillError when the
+        camera has none to give (UnknownCamera for a name no camera has)."""
+        pipeline = self.camera(camera)
+        problem = pipeline.picture_problem()
         if problem is not None:
             self.failures += 1
             raise StillError(problem)
         async with self._lock:
-            sequence = self.pipeline.latest.sequence
-            cached = self._cached
+            sequence = pipeline.latest.sequence
+            cached = self._cached.get(pipeline.name)
             if cached is not None and cached[:2] == (sequence, self.quality):
                 self.served += 1
                 return cached[2]
             started = time.perf_counter()
             try:
-                data = await asyncio.to_thread(self._make)
+                data = await asyncio.to_thread(lambda: encode_jpeg(pipeline.picture(), self.quality))
             except StillError:
                 self.failures += 1
                 raise
             self.encode_seconds += time.perf_counter() - started
             self.encoded += 1
             self.served += 1
-            self._cached = (sequence, self.quality, data)
+            self._cached[pipeline.name] = (sequence, self.quality, data)
             return data
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None:
         async with self._lock:  # an encoding under way finishes first
-            self._cached = None
+            self._cached.clear()
 
     def health(self) -> dict[str, Any]:
         return {"served": self.served, "encoded": self.encoded, "failures": self.failures}
 
     def apply_config(self, config: Config) -> None:
         self.quality = config.snapshot.quality
-
-    def _make(self) -> bytes:
-        return encode_jpeg(self.pipeline.picture(), self.quality)

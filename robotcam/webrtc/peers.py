@@ -1,8 +1,11 @@
 """One RTCPeerConnection per viewer: negotiate, watch, time out, close.
 
-A viewer gets its own PeerVideoTrack attached to the hub of the codec the answer settled on
-(H.264 preferred, VP8 for browsers without it). Its PLI/FIR requests reach the shared encoder:
-aiortc only forwards them to encoders it runs itself, so the sender's hook is wrapped.
+A viewer gets its own PeerVideoTrack per video section of its offer, each attached to the hub of
+one camera for the codec the answer settled on (H.264 preferred, VP8 for browsers without it):
+N receive-only video sections get the first N cameras in config order, or the ones the viewer
+named. Its PLI/FIR requests reach the shared encoder: aiortc only forwards them to encoders it
+runs itself, so the sender's hook is wrapped. A section can move to another camera later, at
+that camera's next keyframe, without a new offer (`switch_camera`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from robotcam.config import WebRTCConfig
 from robotcam.video.hub import PeerVideoTrack
 from robotcam.webrtc.ice import bound_gathering
 from robotcam.webrtc.link import LinkEstimate, ResendPacer
+from robotcam.video.cameras import Cameras, UnknownCamera
 from robotcam.video.rungs import RungPolicy
 from robotcam.video.pipeline import VideoPipeline
 from robotcam.tasks import TaskSet
@@ -54,38 +58,80 @@ class OfferError(Exception):
 
 
 @dataclass(eq=False)
+class PeerVideo:
+    """One video section of a viewer's connection: the camera it shows, its track, and the
+    link its own RTCP describes (each section has its own sender and SSRC)."""
+
+    index: int  # the section's place among the offer's video sections
+    pipeline: VideoPipeline  # the camera shown now
+    track: PeerVideoTrack
+    codec: str | None = None
+    mid: str | None = None
+    #: the link, from the RTCP the browser sends for this section, and its rung on the ladder
+    link: LinkEstimate | None = None
+    policy: RungPolicy | None = None
+    pacer: asyncio.Task[None] | None = None  # resends NACKed packets at the link's pace
+
+    @property
+    def camera(self) -> str:
+        return self.pipeline.name
+
+    def describe(self) -> dict[str, Any]:
+        policy = self.policy
+        return {
+            "camera": self.camera,
+            "codec": self.codec,
+            "packets_sent": self.track.packets_sent,
+            "packets_dropped": self.track.packets_dropped,
+            "keyframe_requests": self.track.keyframe_requests,
+            "link": self.link.describe() if self.link else None,
+            **({"rung": policy.rung, "rendition": policy.rungs[min(policy.rung, len(policy.rungs) - 1)].describe(),
+                "rendition_why": policy.why, "rendition_moves": policy.moves} if policy else {}),
+        }
+
+
+@dataclass(eq=False)
 class PeerSession:
     id: int  # for log lines and /health
     pc: RTCPeerConnection
-    track: PeerVideoTrack
+    videos: list[PeerVideo]  # at least one: an offer needs a video section
     #: who opened it (the HTTP side decided): the talk line and the control channel check it
     identity: Identity = OPEN
     #: unguessable: names the session in URLs (WHEP resources, talk requests)
     key: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     created: float = field(default_factory=time.monotonic)
-    codec: str | None = None
     expiry: asyncio.Task[None] | None = None
-    #: the viewer's link, from the RTCP its browser sends, and its rung on the ladder
-    link: LinkEstimate | None = None
-    policy: RungPolicy | None = None
-    pacer: asyncio.Task[None] | None = None  # resends NACKed packets at the link's pace
     #: what extensions keep per viewer (their own keys); scalars show in /health
     extras: dict[str, Any] = field(default_factory=dict)
     released: bool = False
 
+    # The first video section, for everything that knew one camera only.
+    @property
+    def track(self) -> PeerVideoTrack:
+        return self.videos[0].track
+
+    @property
+    def codec(self) -> str | None:
+        return self.videos[0].codec
+
+    @property
+    def link(self) -> LinkEstimate | None:
+        return self.videos[0].link
+
+    @property
+    def policy(self) -> RungPolicy | None:
+        return self.videos[0].policy
+
     def describe(self) -> dict[str, Any]:
+        first = self.videos[0].describe()
         return {
             "id": self.id,
             "state": self.pc.connectionState,
-            "codec": self.codec,
+            **{k: v for k, v in first.items() if k != "camera"},
             "user": self.identity.label,
             "age": round(time.monotonic() - self.created, 1),
-            "packets_sent": self.track.packets_sent,
-            "packets_dropped": self.track.packets_dropped,
-            "keyframe_requests": self.track.keyframe_requests,
-            "link": self.link.describe() if self.link else None,
-            **({"rung": self.policy.rung, "rendition": self.policy.rungs[min(self.policy.rung, len(self.policy.rungs) - 1)].describe(),
-                "rendition_why": self.policy.why, "rendition_moves": self.policy.moves} if self.policy else {}),
+            "cameras": [video.camera for video in self.videos],
+            **({"videos": [video.describe() for video in self.videos]} if len(self.videos) > 1 else {}),
             **{k: v for k, v in self.extras.items() if isinstance(v, (str, int, float, bool))},
         }
 
@@ -197,20 +243,26 @@ def check_offer(sdp: str) -> aiortc_sdp.SessionDescription:
 
 def answer_codec(sdp: str) -> str | None:
     """The codec the answer's first video section settled on (the sender uses the first)."""
-    for media in aiortc_sdp.SessionDescription.parse(sdp).media:
-        if media.kind == "video" and media.rtp.codecs:
-            return media.rtp.codecs[0].name.upper()
-    return None
+    return next(iter(answer_codecs(sdp).values()), None)
+
+
+def answer_codecs(sdp: str) -> dict[str, str]:
+    """mid -> the codec each of the answer's video sections settled on."""
+    return {
+        str(media.rtp.muxId): media.rtp.codecs[0].name.upper()
+        for media in aiortc_sdp.SessionDescription.parse(sdp).media
+        if media.kind == "video" and media.rtp.codecs
+    }
 
 
 class PeerManager:
     """Owns every viewer's connection and the tasks watching them."""
 
     def __init__(
-        self, pipeline: VideoPipeline, webrtc: WebRTCConfig,
+        self, cameras: Cameras, webrtc: WebRTCConfig,
         extensions: list[PeerExtension] | None = None,
     ) -> None:
-        self.pipeline = pipeline
+        self.cameras = cameras
         self.webrtc = webrtc
         self.extensions: list[PeerExtension] = list(extensions or [])
         self.sessions: dict[int, PeerSession] = {}
@@ -239,9 +291,25 @@ class PeerManager:
         _, answer = await self.open_session(sdp, identity)
         return answer
 
-    async def open_session(self, sdp: str, identity: Identity = OPEN) -> tuple[PeerSession, str]:
+    def assign_cameras(self, sections: int, wanted: list[str] | None = None) -> list[VideoPipeline]:
+        """The camera for each of an offer's video sections: the ones `wanted` names first, in
+        order, then the others in config order; sections beyond the cameras get none (they are
+        answered inactive). An unknown name is an OfferError 404 listing the names."""
+        chosen: list[VideoPipeline] = []
+        for name in (wanted or [])[:sections]:
+            try:
+                chosen.append(self.cameras.get(name))
+            except UnknownCamera as exc:
+                raise OfferError(404, str(exc), cameras=exc.known) from None
+        rest = [p for p in self.cameras if p not in chosen]
+        return chosen + rest[:max(0, sections - len(chosen))]
+
+    async def open_session(
+        self, sdp: str, identity: Identity = OPEN, cameras: list[str] | None = None,
+    ) -> tuple[PeerSession, str]:
         """Answer a viewer's offer; the session lives on until it fails, closes or times out.
-        `identity` is who asked (OPEN: access control is off)."""
+        `identity` is who asked (OPEN: access control is off); `cameras` names the cameras
+        for its video sections in order (None: config order)."""
         if self.closed:
             raise OfferError(503, "robotcam is shutting down")
         if len(self.sessions) + self._pending >= self.webrtc.max_peers:
@@ -250,11 +318,16 @@ class PeerManager:
                 max_peers=self.webrtc.max_peers,
             )
         description = check_offer(sdp)
+        sections = [m for m in description.media if m.kind == "video"]
+        pipelines = self.assign_cameras(len(sections), cameras)
         self._pending += 1
         self._last_id += 1
         pc = RTCPeerConnection(self.rtc_configuration())
-        track = PeerVideoTrack(self.pipeline.queue_size(), self._last_id)
-        session = PeerSession(self._last_id, pc, track, identity)
+        videos = [
+            PeerVideo(index, pipeline, PeerVideoTrack(pipeline.queue_size(), self._last_id))
+            for index, pipeline in enumerate(pipelines)
+        ]
+        session = PeerSession(self._last_id, pc, videos, identity)
         try:
             for extension in self.extensions:
                 extension.prepare(session, description)
@@ -262,7 +335,8 @@ class PeerManager:
             for extension in self.extensions:
                 extension.answered(session)
         except BaseException:
-            track.stop()
+            for video in videos:
+                video.track.stop()
             try:
                 await pc.close()
             except Exception as exc:  # noqa: BLE001 - half-built by an odd offer; the cause is raised below
@@ -277,9 +351,31 @@ class PeerManager:
             raise OfferError(503, "robotcam is shutting down")
         self.sessions[session.id] = session
         self._watch(session)
-        log.info("viewer %d: answered (%s) for %s, %d viewer(s)", session.id, session.codec,
-                 identity.label, len(self.sessions))
+        shown = "" if len(self.cameras) == 1 else f", camera {', '.join(v.camera for v in videos)}"
+        log.info("viewer %d: answered (%s%s) for %s, %d viewer(s)", session.id, session.codec,
+                 shown, identity.label, len(self.sessions))
         return session, answer
+
+    def switch_camera(self, session: PeerSession, index: int, camera: str) -> PeerVideo:
+        """Show `camera` in the session's video section `index`, from that camera's next
+        keyframe (asked for at once); the section's picture holds still until then. No new
+        offer: same codec and payload type, the browser sees a new picture (and size)."""
+        if not 0 <= index < len(session.videos):
+            raise OfferError(404, f"the viewer has no video section {index} "
+                                  f"(it has {len(session.videos)}: 0-{len(session.videos) - 1})")
+        video = session.videos[index]
+        try:
+            pipeline = self.cameras.get(camera)
+        except UnknownCamera as exc:
+            raise OfferError(404, str(exc), cameras=exc.known) from None
+        if video.track.readyState != "live":
+            raise OfferError(409, f"video section {index} has ended (its camera was removed): connect again")
+        if pipeline is not video.pipeline:
+            rung = video.policy.rung if video.policy else 0
+            log.info("viewer %d: video %d: camera %s -> %s", session.id, index, video.camera, camera)
+            video.pipeline = pipeline
+            pipeline.switch(video.track, rung)
+        return video
 
     def by_key(self, key: str) -> PeerSession | None:
         """The live session a URL or request names, or None."""
@@ -317,12 +413,15 @@ class PeerManager:
                 log.exception("viewer %d: releasing %s failed", session.id, type(extension).__name__)
 
     async def _negotiate(self, session: PeerSession, sdp: str) -> str:
-        pc, track = session.pc, session.track
-        sender = pc.addTrack(track)
-        transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
-        transceiver.setCodecPreferences(video_codec_preferences())
-        forward_keyframe_requests(sender, track)
-        self._watch_link(session, sender)
+        pc = session.pc
+        transceivers = []
+        for video in session.videos:  # matched to the offer's video sections in order
+            sender = pc.addTrack(video.track)
+            transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+            transceiver.setCodecPreferences(video_codec_preferences())
+            forward_keyframe_requests(sender, video.track)
+            self._watch_link(session, video, sender)
+            transceivers.append(transceiver)
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -332,7 +431,7 @@ class PeerManager:
             ) from None
         except (ValueError, KeyError, IndexError, InternalError, InvalidStateError) as exc:
             raise OfferError(400, f"invalid SDP offer: {exc}") from None
-        if transceiver.mid is None:
+        if any(transceiver.mid is None for transceiver in transceivers):
             raise OfferError(400, "the offer's video section could not be matched")
         bound_gathering(pc, self.webrtc.gather_timeout)  # a dead STUN server must not stall us
         try:
@@ -340,31 +439,35 @@ class PeerManager:
         except (AttributeError, ValueError, KeyError, IndexError, TypeError) as exc:
             # check_offer refuses the shapes known to break aiortc; this catches the rest
             raise OfferError(400, f"invalid SDP offer: it cannot be answered ({type(exc).__name__}: {exc})") from None
-        codec = answer_codec(pc.localDescription.sdp)
-        if codec not in SUPPORTED_CODECS:
-            raise OfferError(400, "no video codec in common: robotcam sends H264 or VP8")
-        session.codec = codec
-        self.pipeline.attach(track, codec)
+        codecs = answer_codecs(pc.localDescription.sdp)
+        for video, transceiver in zip(session.videos, transceivers):
+            codec = codecs.get(str(transceiver.mid))
+            if codec not in SUPPORTED_CODECS:
+                raise OfferError(400, "no video codec in common: robotcam sends H264 or VP8")
+            video.codec, video.mid = codec, transceiver.mid
+        for video in session.videos:
+            video.pipeline.attach(video.track, str(video.codec))
         return pc.localDescription.sdp
 
-    def _watch_link(self, session: PeerSession, sender: RTCRtpSender) -> None:
-        """Every RTCP packet the viewer sends for our video passes the link estimate first,
+    def _watch_link(self, session: PeerSession, video: PeerVideo, sender: RTCRtpSender) -> None:
+        """Every RTCP packet the viewer sends for this video passes the link estimate first,
         which also paces resends (NACKed packets over its budget are not sent again) and moves
-        the viewer along the rendition ladder."""
-        link = session.link = LinkEstimate(sender._ssrc, self.pipeline.video.bitrate)
-        policy = session.policy = RungPolicy(lambda: self.pipeline.rungs, link)
+        the viewer along the rendition ladder of the camera it shows."""
+        link = video.link = LinkEstimate(sender._ssrc, video.pipeline.video.bitrate)
+        policy = video.policy = RungPolicy(lambda: video.pipeline.rungs, link)
         pacer = ResendPacer(link, sender._retransmit)
-        session.pacer = self._tasks.spawn(pacer.run(), "robotcam-peer-resends")
+        video.pacer = self._tasks.spawn(pacer.run(), "robotcam-peer-resends")
         handle = sender._handle_rtcp_packet
+        named = "" if len(session.videos) == 1 else f" video {video.index}"
 
         async def on_rtcp(packet: Any) -> None:
-            link.observe(packet, session.track.bytes_sent)
+            link.observe(packet, video.track.bytes_sent)
             rung = policy.decide()
             if rung is not None:
-                log.info("viewer %d: moving to %s (%s): %s", session.id,
+                log.info("viewer %d%s: moving to %s (%s): %s", session.id, named,
                          "the full stream" if rung == 0 else f"rung {rung}",
                          policy.rungs[rung].describe(), policy.why)
-                self.pipeline.switch(session.track, rung)
+                video.pipeline.switch(video.track, rung)
             if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 pacer.add(packet.lost)
                 return
@@ -404,9 +507,10 @@ class PeerManager:
             log.info("viewer %d: closed (%s), %d viewer(s) left", session.id, why, len(self.sessions))
         if session.expiry is not None and session.expiry is not asyncio.current_task():
             session.expiry.cancel()
-        if session.pacer is not None:
-            session.pacer.cancel()
-        session.track.stop()
+        for video in session.videos:
+            if video.pacer is not None:
+                video.pacer.cancel()
+            video.track.stop()
         await session.pc.close()
         if not session.released:
             session.released = True
@@ -436,7 +540,7 @@ class PeerManager:
     def client_config(self, identity: Identity = OPEN) -> dict[str, Any]:
         """GET /api/config: what the web client needs (ICE servers, what extensions offer to
         this identity)."""
-        config: dict[str, Any] = {"iceServers": ice_servers(self.webrtc)}
+        config: dict[str, Any] = {"iceServers": ice_servers(self.webrtc), "cameras": self.cameras.names}
         for extension in self.extensions:
             config.update(extension.client_config(identity))
         return config

@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from robotcam.http.auth import IDENTITY
+from robotcam.http.cameras import read_switch, wanted_cameras
 from robotcam.auth.identity import Identity
 from robotcam.service.daemon import Daemon
 from robotcam.webrtc.peers import OfferError, PeerSession
@@ -55,11 +56,15 @@ class BadMessage(Exception):
 class SignalingConnection:
     """One WebSocket and the one peer it negotiates; owns the tasks it starts."""
 
-    def __init__(self, ws: web.WebSocketResponse, daemon: Daemon, number: int, identity: Identity) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, daemon: Daemon, number: int, identity: Identity,
+        cameras: list[str] | None = None,
+    ) -> None:
         self.ws = ws
         self.daemon = daemon
         self.number = number  # for log lines
         self.identity = identity  # decided at the upgrade: the peer it opens is theirs
+        self.cameras = cameras  # ?camera= on the socket's URL; an offer's "camera" overrides it
         self.session: PeerSession | None = None
         self._ending = False
         self._tasks = TaskSet()
@@ -95,11 +100,13 @@ class SignalingConnection:
             await self._candidate(data)
         elif kind == "bye":
             await self._end("bye from the client", notify=False)
+        elif kind == "camera":
+            await self._switch(data)
         elif kind == "answer":
             raise BadMessage("robotcam answers, it never offers: send an offer")
         else:
             raise BadMessage(
-                f'unknown message type {json.dumps(kind)}: use "offer", "candidate" or "bye"'
+                f'unknown message type {json.dumps(kind)}: use "offer", "candidate", "camera" or "bye"'
             )
 
     async def _offer(self, data: dict[str, Any]) -> None:
@@ -108,8 +115,16 @@ class SignalingConnection:
         sdp = data.get("sdp")
         if not isinstance(sdp, str) or not sdp.strip():
             raise BadMessage('an offer needs "sdp": the SDP text of the offer')
+        cameras = self.cameras
+        if "camera" in data:
+            camera = data["camera"]
+            if isinstance(camera, str):
+                camera = [camera]
+            if not (isinstance(camera, list) and camera and all(isinstance(c, str) and c for c in camera)):
+                raise BadMessage('"camera" names a camera, or lists one per video section: "front" or ["front", "arm"]')
+            cameras = camera
         try:
-            session, answer = await self.daemon.peers.open_session(sdp, self.identity)
+            session, answer = await self.daemon.peers.open_session(sdp, self.identity, cameras)
         except OfferError as exc:
             log.info("websocket %d: offer refused (%d): %s", self.number, exc.status, exc.message)
             raise BadMessage(exc.message, exc.status) from None
@@ -123,6 +138,17 @@ class SignalingConnection:
                 self._tasks.spawn(self._end(f"peer connection {pc.connectionState}", notify=True))
 
         await self._send({"type": "answer", "sdp": answer, "session": session.key})
+
+    async def _switch(self, data: dict[str, Any]) -> None:
+        """{"type": "camera", "video": 0, "camera": "arm"}: another camera in a video section."""
+        if self.session is None:
+            raise BadMessage("send the offer before switching cameras", 409)
+        try:
+            _, index, camera = read_switch({**data, "session": self.session.key})
+            video = self.daemon.peers.switch_camera(self.session, index, camera)
+        except OfferError as exc:
+            raise BadMessage(exc.message, exc.status) from None
+        await self._send({"type": "camera", "video": video.index, "camera": video.camera})
 
     async def _candidate(self, data: dict[str, Any]) -> None:
         if self.session is None:
@@ -207,7 +233,8 @@ class WebSocketSignaling:
             )
         await ws.prepare(request)
         self._count += 1
-        connection = SignalingConnection(ws, self.daemon, self._count, request[IDENTITY])
+        connection = SignalingConnection(ws, self.daemon, self._count, request[IDENTITY],
+                                         wanted_cameras(request.query))
         self.connections.add(connection)
         log.debug("websocket %d: open from %s", connection.number, request.remote)
         try:

@@ -29,6 +29,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from robotcam.http.auth import IDENTITY
+from robotcam.http.cameras import wanted_cameras
 from robotcam.service.daemon import Daemon
 from robotcam.http.payload import RequestPayloadError, abandon_body, body_problem
 from robotcam.webrtc.peers import OfferError, PeerSession
@@ -224,7 +225,8 @@ class WhepRoutes:
         if not sdp.strip():
             raise WhepError(400, "empty body: POST an SDP offer (Content-Type: application/sdp)")
         try:
-            session, answer = await daemon.peers.open_session(sdp, request[IDENTITY])
+            session, answer = await daemon.peers.open_session(
+                sdp, request[IDENTITY], wanted_cameras(request.query))
         except OfferError as exc:
             log.info("WHEP offer from %s refused (%d): %s", request.remote, exc.status, exc.message)
             extra = {"Retry-After": str(RETRY_AFTER)} if exc.status == 503 else {}

@@ -64,6 +64,11 @@ class VideoSource(ABC):
     def open(self) -> None:
         """Probe and open the device. Blocking; raises SourceError naming the config key."""
 
+    def claim(self) -> str | None:
+        """The device this source holds ("/dev/video2", "Pi camera 0"), or None: another
+        camera's `auto` choice passes it over."""
+        return None
+
     @abstractmethod
     def start(self, sink: SourceSink) -> None: ...
 

@@ -218,6 +218,9 @@ class PicameraSource(VideoSource):
     output = "h264"
     handles_transform = True
 
+    def claim(self) -> str | None:
+        return f"Pi camera {self.camera_index}"
+
     def __init__(self, video: VideoConfig) -> None:
         self.video = video
         self.error: BaseException | None = None

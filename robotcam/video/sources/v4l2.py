@@ -498,11 +498,14 @@ def list_capture_devices(pattern: str = "/dev/video*") -> list[dict[str, Any]]:
     return [n for n in scan_video_nodes(pattern) if n.get("kind") in ("capture", "capture-mplane")]
 
 
-def first_capture_device(pattern: str = "/dev/video*") -> str | None:
-    """The first camera robotcam can read (single-planar capture node with a readable format), or
-    None. Quick (a few ioctls per node) and never raises: the daemon's `auto` choice calls it."""
+def first_capture_device(pattern: str = "/dev/video*", exclude: frozenset[str] = frozenset()) -> str | None:
+    """The first camera robotcam can read (single-planar capture node with a readable format)
+    that is not in `exclude` (held by another camera), or None. Quick (a few ioctls per node)
+    and never raises: the daemon's `auto` choice calls it."""
     try:
         for node in list_capture_devices(pattern):
+            if node["path"] in exclude:
+                continue
             if node["kind"] == "capture" and node.get("formats") != []:
                 return node["path"]
     except Exception:  # noqa: BLE001
@@ -552,10 +555,14 @@ class V4L2Source(ContainerSource):
     name = "v4l2"
     output = "frames"
 
-    def __init__(self, video: VideoConfig) -> None:
+    def claim(self) -> str | None:
+        return self.device or None
+
+    def __init__(self, video: VideoConfig, taken: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.video = video
         self.device = video.device
+        self._taken = taken  # devices other cameras hold: `auto` passes them over
         # set by _open_container: the container's non-blocking, pollable descriptor, if any
         self._fd: int | None = None
         self._open_timed_out = False
@@ -587,7 +594,7 @@ class V4L2Source(ContainerSource):
         """Find, check and open the device: the one step that needs a real camera. Returns the
         PyAV input container, and sets self._fd to its descriptor, made non-blocking (or None:
         the reader then blocks in FFmpeg)."""
-        device = self.video.device or first_capture_device()
+        device = self.video.device or first_capture_device(exclude=self._taken)
         if not device:
             raise SourceError(self._no_camera_message())
         self.device = device
