@@ -19,10 +19,12 @@ from typing import Any, Callable, Iterator
 import av
 import pytest
 
+from robotcam.video.hub import PeerVideoTrack
 from robotcam.video.sources.base import SourceError
-from robotcam.video.sources.picamera import BUSY, NEEDS_PICAMERA2, NO_CAMERA, PicameraSource, probe
+from robotcam.video.sources.picamera import BUSY, NEEDS_PICAMERA2, NO_CAMERA, PicameraSource, probe, yuv420_frame
 from robotcam.video.sources.testpattern import decode_frame_number
 from tests.conftest import make_config
+from tests.conftest import wait_until as wait_until_async
 from tests.viewer import Viewer, advancing
 
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -584,3 +586,227 @@ async def test_snapshot_comes_from_the_running_camera_or_its_packets(pi4, robot_
     assert cam.fake_captures == 1
     number = jpeg_number(body)
     assert number is not None and 0 <= cam.fake_frames - number <= 15
+
+
+# --- 6. lower rungs from the lores stream ---------------------------------------------------
+
+
+async def read_packets(track: PeerVideoTrack, count: int, timeout: float = 15.0) -> list[av.Packet]:
+    """What aiortc's sender would read from a viewer's track: `count` packets."""
+    return [await asyncio.wait_for(track.recv(), timeout) for _ in range(count)]
+
+
+def decode(packets: list[av.Packet]) -> list[tuple[int | None, int, tuple[int, int]]]:
+    """(frame number, pts, size) of each picture, decoded with PyAV's H.264 decoder."""
+    codec = av.CodecContext.create("h264", "r")
+    pictures = []
+    for packet in packets:
+        copy = av.Packet(bytes(packet))
+        copy.pts = packet.pts
+        for frame in codec.decode(copy):
+            pictures.append((decode_frame_number(frame), frame.pts, (frame.width, frame.height)))
+    return pictures
+
+
+async def test_a_viewer_on_rung_1_gets_the_lores_stream_encoded_once(picamera2, robot_factory) -> None:
+    """Two viewers on the Pi camera; one is moved to rung 1: it decodes the lores picture,
+    encoded once by the pipeline, while the other keeps the camera's own packets. A frame has
+    the same pts on both rungs. Nothing is copied out of the lores stream before or after."""
+    robot = await robot_factory(picamera_config(keyframe_interval=1.0), source_factory=picamera_factory)
+    pipeline = robot.daemon.pipeline
+    cam = picamera2.Picamera2.instances[-1]
+    (configured,) = cam.fake_configure_calls
+    assert configured["lores"] == {"size": (160, 120), "format": "YUV420", "preserve_ar": False}
+    _, health = await robot.health()
+    assert health["video"]["renditions"] == [
+        "320x240 at 30 fps, 1000 kbit/s", "160x120 at 30 fps, 250 kbit/s", "160x120 at 15 fps, 100 kbit/s"]
+    assert health["video"]["source_info"]["lores"] == "160x120"
+
+    good, weak = Viewer(), Viewer()
+    main_tap, lores_tap = PeerVideoTrack(pipeline.queue_size()), PeerVideoTrack(pipeline.queue_size())
+    try:
+        await good.connect(robot.post_offer)
+        await weak.connect(robot.post_offer)
+        await asyncio.gather(good.wait_frames(10), weak.wait_frames(10))
+        assert cam.fake_arrays.get("lores", 0) == 0, "nobody on a lower rung: no copy"
+        session = max(robot.daemon.peers.sessions.values(), key=lambda s: s.id)
+        pipeline.switch(session.track, 1)
+        await wait_until_async(lambda: (160, 120) in weak.sizes, 10, "the viewer gets the lores picture")
+        count = len(weak.numbers)
+        await weak.wait_frames(count + 20)
+        assert advancing(weak.numbers[count:])
+        assert weak.last_frame.width == 160
+        assert set(pipeline.encoders) == {"H264", "H264/1"}
+        assert pipeline.encoders["H264"].implementation.startswith("camera")
+        assert pipeline.encoders["H264/1"].implementation == pipeline.h264_codec
+        good_count = len(good.numbers)
+        await good.wait_frames(good_count + 15)
+        assert good.sizes == {(320, 240)} and advancing(good.numbers[good_count:])
+
+        # decodable H.264 at the lores size, on the main stream's timeline
+        pipeline.attach(main_tap, "H264", 0)
+        pipeline.attach(lores_tap, "H264", 1)
+        main_packets, lores_packets = await asyncio.gather(
+            read_packets(main_tap, 40), read_packets(lores_tap, 40))
+        main, lores = decode(main_packets), decode(lores_packets)
+        assert {size for _, _, size in main} == {(320, 240)}
+        assert {size for _, _, size in lores} == {(160, 120)}
+        assert sum(n is not None for n, _, _ in lores) >= 0.9 * len(lores)
+        main_pts = {n: pts for n, pts, _ in main if n is not None}
+        common = [(pts, main_pts[n]) for n, pts, _ in lores if n in main_pts]
+        assert len(common) >= 10 and all(a == b for a, b in common), common
+        assert all(b > a for a, b in zip([p.pts for p in lores_packets], [p.pts for p in lores_packets][1:]))
+        _, health = await robot.health()
+        assert health["video"]["encoders"]["H264/1"]["viewers"] == 2
+        assert health["video"]["source_info"]["lores_fed"] is True
+
+        # the camera still runs one encoder of its own: the lower rung is not a second one
+        assert len(picamera2.encoders.encoder.Encoder.instances) == 1
+
+        # the last one leaves the lower rung: its encoder stops, and so do the copies
+        lores_tap.stop()
+        pipeline.switch(session.track, 0)
+        await wait_until_async(lambda: set(pipeline.encoders) == {"H264"}, 10, "the lower rung's encoder stops")
+        await wait_until_async(lambda: weak.last_frame.width == 320, 10, "the viewer is back on the full stream")
+        assert pipeline.source.describe()["lores_fed"] is False
+        copies = cam.fake_arrays["lores"]
+        await asyncio.sleep(0.3)
+        assert cam.fake_arrays["lores"] == copies
+    finally:
+        main_tap.stop()
+        lores_tap.stop()
+        await asyncio.gather(good.close(), weak.close())
+
+
+async def test_a_vp8_viewer_on_rung_1_gets_the_lores_stream_not_a_transcode(pi5, robot_factory) -> None:
+    robot = await robot_factory(picamera_config(), source_factory=picamera_factory)
+    pipeline = robot.daemon.pipeline
+    viewer = Viewer(codecs=("VP8",))
+    try:
+        await viewer.connect(robot.post_offer)
+        assert viewer.codec == "VP8"
+        await viewer.wait_frames(5)
+        assert pipeline.encoders["VP8"].implementation.startswith("libvpx (transcoded")
+        session = next(iter(robot.daemon.peers.sessions.values()))
+        pipeline.switch(session.track, 1)
+        await wait_until_async(lambda: (160, 120) in viewer.sizes, 10, "the viewer moves to rung 1")
+        count = len(viewer.numbers)
+        await viewer.wait_frames(count + 10)
+        assert advancing(viewer.numbers[count:])
+        await wait_until_async(lambda: set(pipeline.encoders) == {"VP8/1"}, 10, "the transcoder stops")
+        assert pipeline.encoders["VP8/1"].implementation == "libvpx"
+    finally:
+        await viewer.close()
+
+
+async def test_without_adaptation_the_camera_has_no_lores_stream(pi4, robot_factory) -> None:
+    robot = await robot_factory(picamera_config(adaptive=False), source_factory=picamera_factory)
+    pipeline = robot.daemon.pipeline
+    cam = pi4.Picamera2.instances[-1]
+    (configured,) = cam.fake_configure_calls
+    assert configured["lores"] is None and cam.camera_configuration()["lores"] is None
+    assert cam.post_callback is None
+    _, health = await robot.health()
+    assert health["video"]["renditions"] == ["320x240 at 30 fps, 1000 kbit/s"]
+    assert health["video"]["source_info"]["lores"] is None
+    viewer = Viewer()
+    try:
+        await viewer.connect(robot.post_offer)
+        await viewer.wait_frames(5)
+        session = next(iter(robot.daemon.peers.sessions.values()))
+        pipeline.switch(session.track, 1)  # there is no rung 1: it stays on the full stream
+        count = len(viewer.numbers)
+        await viewer.wait_frames(count + 10)
+        assert viewer.sizes == {(320, 240)} and set(pipeline.encoders) == {"H264"}
+        # turned on by a reload: the camera is reopened with a lores stream
+        await pipeline.reconfigure(picamera_config(adaptive=True).video)
+        assert pi4.Picamera2.instances[-1].camera_configuration()["lores"]["size"] == (160, 120)
+        assert len(pipeline.rungs) == 3
+        pipeline.switch(session.track, 1)
+        await wait_until_async(lambda: (160, 120) in viewer.sizes, 10, "the viewer moves to rung 1")
+    finally:
+        await viewer.close()
+
+
+def test_a_camera_refusing_the_lores_stream_still_streams(pi4, monkeypatch, caplog) -> None:
+    checked = pi4.Picamera2.check_camera_config
+
+    def no_lores(self: Any, config: dict[str, Any]) -> None:
+        if config["lores"] is not None:
+            raise RuntimeError("Invalid camera configuration")
+        checked(self, config)
+
+    monkeypatch.setattr(pi4.Picamera2, "check_camera_config", no_lores)
+    source = PicameraSource(picamera_config().video)
+    sink = Sink()
+    with caplog.at_level("WARNING", logger="robotcam.video.sources.picamera"):
+        source.open()
+    try:
+        assert "refused a 160x120 lores stream" in caplog.text and "no lower rungs" in caplog.text
+        assert source.lores_size is None
+        source.start(sink)
+        sink.wait_packets(5)
+        assert source.running
+    finally:
+        source.stop()
+    assert_released(pi4)
+
+
+def test_the_fake_lores_stream_is_checked_as_picamera2_checks_it(pi4) -> None:
+    """tests/fakes follows picamera2 here too: lores no larger than main, YUV on a Pi 4,
+    (height * 3 / 2, stride) arrays, and only streams that were configured."""
+    cam = pi4.Picamera2(0)
+    try:
+        too_big = cam.create_video_configuration({"size": (320, 240), "format": "YUV420"}, lores={"size": (640, 480)})
+        with pytest.raises(RuntimeError, match="lores stream dimensions may not exceed main stream"):
+            cam.configure(too_big)
+        rgb = cam.create_video_configuration({"size": (320, 240)}, lores={"size": (160, 120), "format": "RGB888"})
+        with pytest.raises(RuntimeError, match="lores stream must be YUV"):
+            cam.configure(rgb)
+        cam.configure(cam.create_video_configuration({"size": (320, 240), "format": "YUV420"}))
+        with pytest.raises(RuntimeError, match="Encode stream lores was not defined"):
+            cam.start_encoder(pi4.encoders.H264Encoder(), pi4.outputs.Output(), name="lores")
+        cam.configure(cam.create_video_configuration({"size": (320, 240), "format": "YUV420"}, lores={"size": (161, 121)}))
+        lores = cam.camera_configuration()["lores"]
+        assert lores["size"] == (160, 120) and lores["stride"] >= 160
+        cam.start()
+        array = cam.capture_array("lores")
+        assert array.shape == (180, lores["stride"])
+        assert decode_frame_number(yuv420_frame(array, 160, 120, lores["stride"])) is not None
+    finally:
+        cam.close()
+
+
+async def test_reload_between_a_frame_source_and_the_camera_keeps_lower_rung_viewers(pi4, robot_factory) -> None:
+    """A reload from the test pattern to the Pi camera and back, while one viewer is on rung 1
+    and one on the full stream: same hubs, new producers behind them (the lower rung's encoder
+    fed from the lores stream, then from frames again), and both keep decoding."""
+    robot = await robot_factory(make_config(video={"bitrate": 1_000_000}))
+    pipeline = robot.daemon.pipeline
+    good, weak = Viewer(), Viewer()
+    try:
+        await good.connect(robot.post_offer)
+        await weak.connect(robot.post_offer)
+        await asyncio.gather(good.wait_frames(10), weak.wait_frames(10))
+        session = max(robot.daemon.peers.sessions.values(), key=lambda s: s.id)
+        pipeline.switch(session.track, 1)
+        await wait_until_async(lambda: (160, 120) in weak.sizes, 10, "the viewer moves to rung 1")
+
+        for video, implementation in ((picamera_config().video, "camera"), (make_config().video, "libx264")):
+            frames = pi4.Picamera2.instances[-1].fake_frames if pi4.Picamera2.instances else 0
+            await pipeline.reconfigure(video)
+            assert pipeline.source_name == video.source
+            await wait_until_async(lambda: set(pipeline.encoders) == {"H264", "H264/1"}, 10, "both rungs run")
+            assert pipeline.encoders["H264"].implementation.startswith(implementation)
+            assert len(pipeline.rungs) == 3
+            weak_count, good_count = len(weak.numbers), len(good.numbers)
+            await asyncio.gather(weak.wait_frames(weak_count + 20), good.wait_frames(good_count + 20))
+            assert weak.last_frame.width == 160 and good.last_frame.width == 320
+            assert session.track.hub is not None and session.track.hub.rung == 1
+            if video.source == "picamera":
+                cam = pi4.Picamera2.instances[-1]
+                assert cam.fake_frames > frames and cam.fake_arrays.get("lores", 0) > 0
+                assert pipeline.source.describe()["lores_fed"] is True
+        assert len(robot.daemon.peers) == 2
+    finally:
+        await asyncio.gather(good.close(), weak.close())

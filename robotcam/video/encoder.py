@@ -172,11 +172,12 @@ class FrameEncoder(ABC):
             ctx = self._context = self._open(frame.width, frame.height, settings)
             self.contexts_opened += 1
             force = True  # a fresh context starts with an IDR anyway: count it as one
-        if force:
-            self.keyframes_forced += 1
-        frame.pict_type = av.video.frame.PictureType.I if force else av.video.frame.PictureType.NONE
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
+        if force:
+            self.keyframes_forced += 1
+            frame = _own_copy(frame)
+        frame.pict_type = av.video.frame.PictureType.I if force else av.video.frame.PictureType.NONE
         for packet in ctx.encode(frame):
             packet.time_base = TIME_BASE
             if packet.pts is None:
@@ -199,6 +200,17 @@ class FrameEncoder(ABC):
 
     @abstractmethod
     def _open(self, width: int, height: int, settings: EncoderSettings) -> av.VideoCodecContext: ...
+
+
+def _own_copy(frame: av.VideoFrame) -> av.VideoFrame:
+    """A private copy of a yuv420p frame, to mark as an IDR: the same picture may go to other
+    encoders' threads too (H.264 and VP8 of a rung, two rungs of one size), and one of them
+    writing pict_type NONE on it between our write and our encode would lose the keyframe."""
+    copy = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
+    copy.pts = frame.pts
+    if frame.time_base is not None:
+        copy.time_base = frame.time_base
+    return copy
 
 
 def _nal_types(data: bytes) -> list[int]:

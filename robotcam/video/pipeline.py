@@ -6,13 +6,15 @@ attached to the hub of the codec they negotiated. What feeds a hub depends on th
   frame source (test pattern, USB camera, file)  -> prepare once -> H264Encoder / VP8Encoder
   H.264 source (Pi camera's own encoder)         -> packets as they are (H.264 hub)
                                                  -> Transcoder (VP8 hub, only for VP8 viewers)
+  its lores stream (only while a lower rung runs) -> H264Encoder / VP8Encoder per lower rung
 
 A producer runs only while its hub has viewers, so an unwatched robot spends nothing on
-encoding. For frame sources each codec also has lower rungs (robotcam/rungs.py): the prepared
-frame is scaled once per rung in use and encoded once per rung, and a viewer's track moves
-between the hubs of its codec at a keyframe (`switch`). Hubs and producers are keyed by stream:
-"H264" for rung 0, "H264/1" for rung 1. A supervisor restarts a source that fails, ends or stalls, with capped backoff, while
-peers stay connected and resume at the next keyframe.
+encoding. Each codec also has lower rungs (robotcam/video/rungs.py): the prepared frame (or the
+Pi camera's lores picture) is scaled once per rung in use and encoded once per rung, and a
+viewer's track moves between the hubs of its codec at a keyframe (`switch`). Hubs and
+producers are keyed by stream: "H264" for rung 0, "H264/1" for rung 1. A supervisor restarts
+a source that fails, ends or stalls, with capped backoff, while peers stay connected and
+resume at the next keyframe.
 
 One pipeline is one camera (video/cameras.py holds them all). Every camera's packets are stamped
 on one shared clock, so a viewer's track can move from one camera's hub to another's at a
@@ -161,6 +163,7 @@ class VideoPipeline:
         self._retired: list[Producer] = []
         self._counted: dict[str, collections.Counter[str]] = {}  # of producers gone, per codec
         self._built_for = "frames"  # the kind of source the producers are built for
+        self._lores = False  # an encoding source's lores stream feeds the lower rungs
         self._supervisor: asyncio.Task[None] | None = None
         self._epoch = time.monotonic() if epoch is None else epoch
         self._last_pts = -1
@@ -217,7 +220,8 @@ class VideoPipeline:
 
     async def reconfigure(self, video: VideoConfig) -> None:
         """Apply new video settings: encoders take bitrate/GOP at their next frame; a new
-        source, size, rate or flip restarts the source while viewers stay attached."""
+        source, size, rate or flip (or lores size) restarts the source while viewers stay
+        attached."""
         old, self.video = self.video, video
         if old.encoder != video.encoder or (old.width, old.height) != (video.width, video.height):
             await self._choose_h264_codec()
@@ -226,7 +230,9 @@ class VideoPipeline:
             hub = self._hubs.get(key)
             rung = self._rungs[min(hub.rung, len(self._rungs) - 1)] if hub else None
             producer.update(encoder_settings(video, self.h264_codec, rung))
-        if self._source_settings(old) != self._source_settings(video):
+        source = self.source
+        if self._source_settings(old) != self._source_settings(video) or (
+                source is not None and source.needs_reopen(video)):
             self.log.info("video settings changed: restarting the source")
             async with self._source_lock:
                 await self._close_source()
@@ -263,8 +269,10 @@ class VideoPipeline:
         self.source = source
         self._clock_offset = None
         self.latest.clear()
+        self._lores = source.lores_size is not None
         if source.output != self._built_for:
             self._rebuild_producers(source)
+        self._refresh_taps()
         self._source_started_at = time.monotonic()
         self.state, self.reason = "starting", None
         source.start(self)
@@ -277,8 +285,9 @@ class VideoPipeline:
 
     def _rebuild_producers(self, source: VideoSource) -> None:
         """A reload switched between a frame source and an encoding one: same hubs and
-        viewers, new producers behind them. A camera that encodes itself has no lower rungs:
-        their viewers go back to the full stream (at its next keyframe)."""
+        viewers, new producers behind them. A camera that encodes itself and has no lores
+        stream has no lower rungs: their viewers go back to the full stream (at its next
+        keyframe)."""
         self._built_for = source.output
         for key in list(self._producers):
             producer = self._producers.pop(key)
@@ -286,11 +295,11 @@ class VideoPipeline:
             self._fold_counts(key, producer)
             self._retired.append(producer)
             hub = self._hubs[key]
-            rung = self._rungs[hub.rung] if hub.rung else None
-            self._producers[key] = self._new_producer(hub.codec, "frames" if rung else source.output, key, rung)
+            rung = self._rungs[min(hub.rung, len(self._rungs) - 1)] if hub.rung else None
+            self._producers[key] = self._new_producer(hub.codec, source.output, key, rung)
             self._producers[key].start()
         self._refresh_taps()
-        if source.output != "frames":
+        if source.output != "frames" and not self._lores:
             for hub in [h for h in self._hubs.values() if h.rung]:
                 for track in hub.tracks:
                     self.switch(track, 0)
@@ -331,16 +340,31 @@ class VideoPipeline:
         source = self.source
         hflip, vflip = (False, False) if source is None or source.handles_transform else self.video.flips
         top = prepare(frame, self.video.width, self.video.height, hflip, vflip)
-        scaled: dict[int, av.VideoFrame] = {0: top}
+        self._feed_rungs(top, encoders, {0: top})
+
+    def on_lores_frame(self, frame: av.VideoFrame) -> None:
+        """The lores picture of an encoding source (its pts on the clock of its packets), for
+        the lower rungs' encoders: mapped onto the pipeline's clock as its packets are, so a
+        frame has the same pts on every rung."""
+        offset, encoders = self._clock_offset, self._frame_encoders
+        if offset is None or not encoders or frame.pts is None or frame.time_base is None:
+            return  # no packet yet to map the clocks by, or nobody on a lower rung any more
+        frame.pts = round((float(frame.pts * frame.time_base) + offset) / TIME_BASE)
+        frame.time_base = TIME_BASE
+        self._feed_rungs(frame, encoders, {})
+
+    def _feed_rungs(self, frame: av.VideoFrame, encoders: tuple[tuple[FrameEncoder, Rung], ...],
+                    scaled: dict[int, av.VideoFrame]) -> None:
+        """Submit `frame` to each encoder, scaled once per rung, every n-th for a lower rate."""
         for encoder, rung in encoders:
             if rung.index and rung.fps < self.video.fps:  # a lower frame rate: every n-th frame
                 last = self._rung_last_pts.get(rung.index, -(1 << 62))
-                if top.pts - last < 0.9 / (rung.fps * TIME_BASE):
+                if frame.pts - last < 0.9 / (rung.fps * TIME_BASE):
                     continue
-                self._rung_last_pts[rung.index] = top.pts
+                self._rung_last_pts[rung.index] = frame.pts
             picture = scaled.get(rung.index)
             if picture is None:  # scaled once per rung, whichever codecs use it
-                picture = scaled[rung.index] = prepare(top, rung.width, rung.height, False, False)
+                picture = scaled[rung.index] = prepare(frame, rung.width, rung.height, False, False)
             encoder.submit(picture)
 
     def on_packet(self, packet: av.Packet) -> None:
@@ -410,9 +434,9 @@ class VideoPipeline:
 
     @property
     def rungs(self) -> list[Rung]:
-        """The ladder viewers can move on: rung 0 only for a source that encodes itself (the
-        Pi camera: its second, lores stream is not used yet)."""
-        return self._rungs if self._built_for == "frames" else self._rungs[:1]
+        """The ladder viewers can move on: rung 0 only for a source that encodes itself and
+        has no lores stream to feed the lower rungs from."""
+        return self._rungs if self._built_for == "frames" or self._lores else self._rungs[:1]
 
     def attach(self, track: PeerVideoTrack, codec: str, rung: int = 0) -> None:
         """Subscribe a viewer's track to the codec's hub, starting its producer if idle."""
@@ -441,7 +465,7 @@ class VideoPipeline:
     def _new_producer(self, codec: str, source_output: str, key: str | None = None, rung: Rung | None = None) -> Producer:
         settings = encoder_settings(self.video, self.h264_codec, rung)
         publish = self._publisher(key or codec)
-        if source_output == "h264":
+        if source_output == "h264" and rung is None:  # lower rungs encode the lores stream
             if codec == "H264":
                 return SourcePackets(self)
             return Transcoder(settings, publish, self._request_source_keyframe)
@@ -461,6 +485,9 @@ class VideoPipeline:
             for key, p in self._producers.items() if isinstance(p, FrameEncoder)
         )
         self._transcoder = next((p for p in producers if isinstance(p, Transcoder)), None)
+        source = self.source
+        if source is not None:  # the lores stream costs a copy per frame: only while in use
+            source.feed_lores(any(rung.index for _, rung in self._frame_encoders))
 
     def _publisher(self, codec: str) -> Callable[[av.Packet], None]:
         def publish(packet: av.Packet) -> None:  # encoder thread

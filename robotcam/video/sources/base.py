@@ -3,7 +3,9 @@
 A source owns its device for as long as it runs and delivers from its own thread: camera I/O and
 frame generation never run on the event loop. Most sources deliver raw frames, which the
 pipeline flips, scales and encodes once. A source with its own encoder (the Pi camera's
-hardware H.264) delivers encoded packets instead, and the pipeline fans those out untouched.
+hardware H.264) delivers encoded packets instead, and the pipeline fans those out untouched;
+it may also have a second, smaller stream of raw frames (the Pi camera's lores stream), which
+it hands over only while the pipeline asks for it (`feed_lores`), for the lower rungs.
 
 Life of a source (the pipeline makes a new instance for every restart):
   source = SomeSource(video_config)   cheap, no I/O
@@ -22,6 +24,8 @@ from typing import Any, Literal, Protocol
 
 import av
 
+from robotcam.config import VideoConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +43,11 @@ class SourceSink(Protocol):
         """One encoded H.264 access unit (Annex B) with is_keyframe set. pts/time_base, when
         set, are the capture time on the source's own clock (e.g. the sensor timestamp)."""
 
+    def on_lores_frame(self, frame: av.VideoFrame) -> None:
+        """A picture of the source's second, smaller stream (yuv420p, `lores_size`), for the
+        lower rungs; pts/time_base on the clock of its packets, so that the same instant has
+        the same pts in both (a viewer moving between rungs stays on one timeline)."""
+
 
 class VideoSource(ABC):
     name: str = "source"
@@ -48,6 +57,9 @@ class VideoSource(ABC):
     handles_transform: bool = False
     #: Set when the capture thread ended: the exception that ended it, or None at end of stream.
     error: BaseException | None = None
+    #: Size of the second, smaller stream an encoding source delivers to on_lores_frame while
+    #: feed_lores(True) (the Pi camera's lores stream); None when it has none.
+    lores_size: tuple[int, int] | None = None
 
     def open(self) -> None:
         """Probe and open the device. Blocking; raises SourceError naming the config key."""
@@ -70,6 +82,15 @@ class VideoSource(ABC):
 
     def request_keyframe(self) -> None:
         """Ask an encoding source for an IDR soon (thread-safe). Frame sources ignore it."""
+
+    def feed_lores(self, on: bool) -> None:
+        """Start or stop delivering the lores stream (thread-safe, non-blocking). The pipeline
+        turns it on only while some viewer is on a lower rung: off, it costs no copy."""
+
+    def needs_reopen(self, video: VideoConfig) -> bool:
+        """Whether new settings the pipeline would otherwise apply without restarting the
+        source (renditions, adaptive) change what this source opened (a lores stream's size)."""
+        return False
 
     def capture_picture(self) -> av.VideoFrame | None:
         """A still from the running camera, for sources that encode themselves (blocking, off

@@ -8,6 +8,23 @@ reaches an Output subclass here, from picamera2's encoder thread (V4L2) or camer
 keyframe flag, and the frame's sensor timestamp in microseconds. Nothing is decoded or
 re-encoded on the way.
 
+Lower rungs (video.adaptive): the camera is configured with a second, "lores" stream, YUV420
+at the size of the largest lower rung, scaled by the ISP from the same sensor frame. While a
+viewer is on a lower rung, picamera2's post_callback copies each request's lores picture out
+(request.make_array("lores")) and hands it to the pipeline, which encodes each lower rung once
+with the encoders it uses for frame sources (h264_v4l2m2m, the Pi 4's hardware block, when
+it works; libx264 otherwise, as on a Pi 5, which has no H.264 block). While nobody is on a
+lower rung it costs the ISP writing the small picture and nothing else: no copy, no encoder.
+The lores frame gets the pts its main-stream packet gets, so a viewer moving between rungs
+stays on one timeline.
+
+Why not a second picamera2 H264Encoder on "lores" (start_encoder(..., name="lores")): it
+would serve one rung only (one bitrate and rate per encoder; the second lower rung would need
+a third), stamp its frames from its own first one, be stopped with the main one by
+stop_encoder() (how keyframes are forced on old picamera2 or new PyAV), and on a Pi 5 be
+libx264 in the camera's thread anyway. The pipeline's encoders already have per-rung bitrate
+and rate, keyframes on request, and start and stop with their viewers.
+
 picamera2 comes from Raspberry Pi OS (apt: python3-picamera2), not PyPI, so it is imported only
 inside open() and probe(): the rest of robotcam runs anywhere.
 
@@ -21,7 +38,16 @@ API facts this relies on (picamera2 0.3.x):
 - H264Encoder(bitrate, repeat, iperiod, framerate, ..., profile) (profile= since 0.3.17:
   "baseline", "constrained baseline", "main", "high"); force_key_frame() since 0.3.32.
 - Output.outputframe(frame, keyframe=True, timestamp=None, packet=None, audio=False), the
-  timestamp in microseconds since the encoder started.
+  timestamp in microseconds since the encoder started: the request's SensorTimestamp (ns) / 1000
+  less the encoder's `firsttimestamp` (Encoder._timestamp; libav passes it through as the
+  packet's pts).
+- create_video_configuration(main, lores={"size", "format"}): lores defaults to YUV420; its
+  size may not exceed main's (RuntimeError), and on a Pi 4 (VC4) it must be YUV. After
+  configure(), camera_configuration()["lores"] holds the granted size and stride.
+- Picamera2.post_callback(request) runs in the camera thread for every completed request,
+  under picamera2's lock, before the encoders see it; request.make_array("lores") copies the
+  lores picture out as (height * 3 / 2, stride) bytes, and request.get_metadata() has its
+  "SensorTimestamp".
 - capture_array(name="main", wait=None, signal_function=None) with wait=False returns a job
   that wait(job, timeout) completes with the next frame of the running camera; a YUV420
   stream comes as a 2-D array of (height * 3 / 2) rows of `stride` bytes: the Y plane, then
@@ -47,6 +73,7 @@ import av
 import numpy as np
 
 from robotcam.config import VideoConfig
+from robotcam.video.rungs import ladder
 from robotcam.video.sources.base import SourceError, SourceSink, VideoSource
 
 log = logging.getLogger(__name__)
@@ -99,6 +126,16 @@ def probe() -> tuple[bool, str]:
         return False, "picamera2 found no camera (check the ribbon cable; rpicam-hello --list-cameras)"
     models = ", ".join(str(c.get("Model", "?")) for c in pi_cameras)
     return True, f"picamera2 found {len(pi_cameras)} Pi camera(s): {models}"
+
+
+def lores_size(video: VideoConfig) -> tuple[int, int] | None:
+    """The lores stream's size: the largest lower rung's (the others are scaled down from it,
+    never up), or None when there is no lower rung (video.adaptive off)."""
+    lower = ladder(video)[1:]
+    if not lower:
+        return None
+    largest = max(lower, key=lambda rung: rung.width * rung.height)
+    return largest.width, largest.height
 
 
 def _is_usb(info: dict[str, Any]) -> bool:
@@ -206,6 +243,14 @@ class PicameraSource(VideoSource):
         self.size: tuple[int, int] | None = None
         self.controls_applied: dict[str, str] = {}
         self.controls_skipped: list[str] = []
+        # the lores stream, for lower rungs: asked for, granted, and whether it is fed now
+        self._lores_wanted = lores_size(video)
+        self.lores_size: tuple[int, int] | None = None
+        self._lores_stride = 0
+        self._lores_on = False  # set by the pipeline (event loop), read in the camera thread
+        self._last_lores_pts: int | None = None
+        self.lores_frames = 0
+        self.lores_errors = 0
         # packets out
         self.packets = 0
         self._pending_headers = b""
@@ -280,10 +325,11 @@ class PicameraSource(VideoSource):
             raise
         self._state = "open"
         log.info(
-            "picamera: camera %d (%s) %dx%d@%g, %s, %d kbit/s, keyframe every %d frames, %s",
+            "picamera: camera %d (%s) %dx%d@%g, %s, %d kbit/s, keyframe every %d frames, %s, %s",
             index, self.model, self.video.width, self.video.height, self.video.fps,
             self.encoder_kind, self.video.bitrate // 1000, self._iperiod,
             _transform_name(*self.video.flips),
+            "lores %dx%d for the lower rungs" % self.lores_size if self.lores_size else "no lores stream",
         )
 
     def _choose_encoder(self, encoders: Any) -> tuple[type, str]:
@@ -327,19 +373,39 @@ class PicameraSource(VideoSource):
         if "FrameDurationLimits" in picam2.camera_controls:
             period = max(1, round(1_000_000 / video.fps))
             config_controls["FrameDurationLimits"] = (period, period)
-        try:
+
+        def configure(lores: tuple[int, int] | None) -> None:
             config = picam2.create_video_configuration(
                 main={"size": (width, height), "format": "YUV420"},
+                lores={"size": lores, "format": "YUV420"} if lores else None,
                 transform=transform_cls(hflip=hflip, vflip=vflip),
                 controls=config_controls,
             )
             picam2.configure(config)
+
+        lores = self._lores_wanted
+        try:
+            try:
+                configure(lores)
+            except Exception as exc:  # noqa: BLE001 - the picture matters more than lower rungs
+                if lores is None:
+                    raise
+                log.warning(
+                    "picamera: camera %s refused a %dx%d lores stream (%s): no lower rungs, "
+                    "viewers on weak links stay on the full stream", self.model, *lores,
+                    _describe_error(exc),
+                )
+                lores = None
+                configure(None)
         except Exception as exc:  # noqa: BLE001 - RuntimeError/ValueError from picamera2
             raise SourceError(
                 f"video.width/video.height: camera {self.model} rejected {width}x{height} at "
                 f"{video.fps:g} fps: {_describe_error(exc)}"
             ) from exc
         granted = picam2.camera_configuration()
+        if lores is not None and granted.get("lores"):
+            self.lores_size = tuple(granted["lores"]["size"])  # type: ignore[assignment]
+            self._lores_stride = granted["lores"].get("stride") or self.lores_size[0]
         size = tuple(granted["main"]["size"])
         if size != (width, height):
             sensor = getattr(picam2, "sensor_resolution", None)
@@ -460,6 +526,9 @@ class PicameraSource(VideoSource):
             picam2 = self._picam2
             try:
                 self._output = self._output_cls(self)  # type: ignore[misc]
+                if self.lores_size is not None:
+                    # installed once: it returns at once unless a lower rung is in use
+                    picam2.post_callback = self._on_request
                 picam2.start_recording(self._encoder, self._output)
                 if self._af_trigger is not None:
                     picam2.set_controls({"AfTrigger": self._af_trigger})  # one focus scan
@@ -567,6 +636,53 @@ class PicameraSource(VideoSource):
         self._last_pts = pts
         return pts
 
+    # --- the lores stream (picamera2's camera thread) ---------------------------------------
+
+    def feed_lores(self, on: bool) -> None:
+        if on != self._lores_on and self.lores_size is not None:
+            log.debug("picamera: lores stream %s", "fed to the lower rungs" if on else "idle")
+        self._lores_on = on and self.lores_size is not None
+
+    def needs_reopen(self, video: VideoConfig) -> bool:
+        return lores_size(video) != self._lores_wanted
+
+    def _on_request(self, request: Any) -> None:
+        """picamera2's post_callback: while a lower rung is in use, the request's lores picture
+        goes to the pipeline; otherwise nothing is touched. Never raises into the camera thread
+        (it would end, and the main stream with it)."""
+        if not self._lores_on:
+            return
+        sink, size = self._sink, self.lores_size
+        if sink is None or size is None or self._stopping.is_set() or self.error is not None:
+            return
+        try:
+            pts = self._lores_pts(request)
+            if pts is None:
+                return
+            frame = yuv420_frame(request.make_array("lores"), size[0], size[1], self._lores_stride)
+            frame.pts, frame.time_base = pts, TIME_BASE
+            self.lores_frames += 1
+            sink.on_lores_frame(frame)
+        except Exception:  # noqa: BLE001 - lower rungs miss a frame; the camera goes on
+            self.lores_errors += 1
+            if self.lores_errors <= 3 or self.lores_errors % 100 == 0:
+                log.exception("picamera: a lores frame could not be passed on (%d so far)", self.lores_errors)
+
+    def _lores_pts(self, request: Any) -> int | None:
+        """The pts (us) the main stream's packet of this request gets: picamera2 stamps encoded
+        frames with SensorTimestamp / 1000 less the encoder's firsttimestamp, and
+        _monotonic_pts adds its offset. None before the encoder's first frame, during an
+        encoder restart, and for a frame that would not come after the last one (just after a
+        restart, before its first packet has moved the offset): that frame is skipped."""
+        first = getattr(self._encoder, "firsttimestamp", None)
+        if first is None or self._restarting:
+            return None
+        pts = int(request.get_metadata()["SensorTimestamp"] / 1000) - first + self._pts_offset
+        if self._last_lores_pts is not None and pts <= self._last_lores_pts:
+            return None
+        self._last_lores_pts = pts
+        return pts
+
     # --- keyframes --------------------------------------------------------------------------
 
     def request_keyframe(self) -> None:
@@ -651,6 +767,9 @@ class PicameraSource(VideoSource):
             "bitrate": video.bitrate,
             "keyframe_every": self._iperiod,
             "keyframes": "force_key_frame" if self._can_force else "encoder restart",
+            "lores": f"{self.lores_size[0]}x{self.lores_size[1]}" if self.lores_size else None,
+            "lores_fed": self._lores_on,
+            "lores_frames": self.lores_frames,
         }
         if self.controls_applied:
             info["controls"] = dict(self.controls_applied)
@@ -660,13 +779,20 @@ class PicameraSource(VideoSource):
 
 
 def yuv420_frame(array: np.ndarray, width: int, height: int, stride: int) -> av.VideoFrame:
-    """A yuv420p frame from picamera2's YUV420 array (planes padded to `stride`)."""
+    """A yuv420p frame from picamera2's YUV420 array (planes padded to `stride`), written
+    straight into the frame's planes: one copy (from_ndarray after joining the planes took
+    seven times as long, which matters once per frame for the lores stream)."""
     flat = array.reshape(-1)
     luma = height * stride
     chroma_stride, chroma_rows = stride // 2, height // 2
     chroma = chroma_rows * chroma_stride
-    y = flat[:luma].reshape(height, stride)[:, :width]
-    u = flat[luma:luma + chroma].reshape(chroma_rows, chroma_stride)[:, : width // 2]
-    v = flat[luma + chroma:luma + 2 * chroma].reshape(chroma_rows, chroma_stride)[:, : width // 2]
-    planes = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(-1, width)
-    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+    sources = (
+        flat[:luma].reshape(height, stride)[:, :width],
+        flat[luma:luma + chroma].reshape(chroma_rows, chroma_stride)[:, : width // 2],
+        flat[luma + chroma:luma + 2 * chroma].reshape(chroma_rows, chroma_stride)[:, : width // 2],
+    )
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane, source in zip(frame.planes, sources):
+        target = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        target[: source.shape[0], : source.shape[1]] = source
+    return frame

@@ -2,7 +2,10 @@
 
 The "sensor" renders robotcam's test pattern (so the frame number drawn in the picture can be
 decoded downstream) at the configured frame duration, in an event-loop thread like picamera2's
-NullPreview, and hands each frame to every running encoder, as process_requests() does.
+NullPreview, and handles each frame as process_requests() does: pre_callback, waiting capture
+jobs, post_callback, then every running encoder whose stream exists, all under `lock`. A
+second, "lores" stream (YUV420, no larger than main) is the same picture scaled, as the ISP's
+second output is; configure() checks it as check_camera_config() does.
 
 Knobs (class attributes; Picamera2.fake_reset() restores them all):
   fake_cameras          what global_camera_info() lists (dicts with Model, Location, Rotation, Id)
@@ -12,7 +15,8 @@ Knobs (class attributes; Picamera2.fake_reset() restores them all):
   fake_busy             the camera is held by another process: __init__ fails as the real one does
   Encoder.fake_fail_after  the encoder fails after N frames (see picamera2.encoders.encoder)
 Recorded: Picamera2.instances (every instance), and per instance fake_configure_calls,
-fake_set_controls_calls, fake_transform, fake_frames.
+fake_set_controls_calls, fake_transform, fake_frames, fake_captures, and fake_arrays (per
+stream name, how many arrays make_array() copied out of requests).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 
 import libcamera
 
+import picamera2.platform as Platform
 from picamera2.encoders.encoder import Encoder
 
 _log = logging.getLogger(__name__)
@@ -68,12 +73,66 @@ class Preview(Enum):
     NULL = 0
 
 
-class _FakeRequest:
-    """A completed request: the frame and its sensor timestamp (what the encoders read)."""
+YUV_FORMATS = {"NV21", "NV12", "YUV420", "YVU420", "YVYU", "YUYV", "UYVY", "VYUY"}  # picamera2.formats
+RGB_FORMATS = {"BGR888", "RGB888", "XBGR8888", "XRGB8888", "RGB161616", "BGR161616"}
 
-    def __init__(self, frame: Any, sensor_timestamp_ns: int) -> None:
-        self.frame = frame
+
+class CompletedRequest:
+    """What picamera2.request.CompletedRequest offers callbacks and encoders: the request's
+    streams (make_array, make_buffer), its metadata, reference counting. The pixels are the
+    sensor's picture, scaled per stream; fake_frame() is the fake encoders' way in."""
+
+    def __init__(self, picam2: Picamera2, frame: Any, sensor_timestamp_ns: int) -> None:
+        self.picam2 = picam2
+        self.ref_count = 1
+        self.config = picam2.camera_config.copy()
+        self.stream_map = dict(picam2.stream_map)
         self.sensor_timestamp_ns = sensor_timestamp_ns
+        self._frames = {"main": frame}
+
+    def acquire(self) -> None:
+        if self.ref_count == 0:
+            raise RuntimeError("CompletedRequest: acquiring lock with ref_count 0")
+        self.ref_count += 1
+
+    def release(self) -> None:
+        self.ref_count -= 1
+        if self.ref_count < 0:
+            raise RuntimeError("CompletedRequest: lock now has negative ref_count")
+        if self.ref_count == 0:  # back to the camera: its buffers are no longer ours
+            self.config = {}
+            self.stream_map = {}
+
+    def fake_frame(self, name: str) -> Any:
+        """The named stream's picture as a yuv420p av.VideoFrame (lores: main, scaled)."""
+        frame = self._frames.get(name)
+        if frame is None:
+            width, height = self.config[name]["size"]
+            frame = self._frames[name] = self._frames["main"].reformat(width=width, height=height)
+        return frame
+
+    def make_buffer(self, name: str) -> np.ndarray:
+        """Make a 1D numpy array from the named stream's buffer."""
+        if self.stream_map.get(name) is None:
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        return self.make_array(name).reshape(-1)
+
+    def get_metadata(self) -> dict[str, Any]:
+        """Fetch the metadata corresponding to this completed request."""
+        return {
+            "SensorTimestamp": self.sensor_timestamp_ns,
+            "FrameDuration": self.picam2._fake_frame_duration_us,
+        }
+
+    def make_array(self, name: str) -> np.ndarray:
+        """Make a 2d numpy array from the named stream's buffer (a copy)."""
+        config = self.config.get(name, None)
+        if config is None:
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        if config["format"] not in ("YUV420", "YVU420"):
+            raise NotImplementedError("the fake makes arrays of YUV420 streams only")
+        self.picam2.fake_arrays[name] = self.picam2.fake_arrays.get(name, 0) + 1
+        return _make_array(self.fake_frame(name), config)
 
 
 class Job:
@@ -84,9 +143,9 @@ class Job:
         self._function = function
         self._future: Future[Any] = Future()
 
-    def execute(self, frame: Any, stream: dict[str, Any]) -> None:
+    def execute(self, request: CompletedRequest) -> None:
         try:
-            self._future.set_result(self._function(frame, stream))
+            self._future.set_result(self._function(request))
         except Exception as exc:  # noqa: BLE001 - delivered to get_result()
             self._future.set_exception(exc)
 
@@ -159,6 +218,7 @@ class Picamera2:
     fake_can_flip = True
     fake_busy = False
     instances: list[Picamera2] = []
+    platform = Platform.get_platform()
 
     @classmethod
     def fake_reset(cls) -> None:
@@ -190,8 +250,11 @@ class Picamera2:
         self.camera = None
         self.started = False
         self.camera_config: dict[str, Any] | None = None
+        self.stream_map: dict[str, Any] = {}
         self._encoders: set[Encoder] = set()
-        self.lock = threading.Lock()
+        self.pre_callback = None
+        self.post_callback = None
+        self.lock = threading.Lock()  # protects the job list; held while requests are handled
         self.fake_configure_calls: list[dict[str, Any]] = []
         self.fake_set_controls_calls: list[dict[str, Any]] = []
         self.fake_transform: Any = None
@@ -201,6 +264,7 @@ class Picamera2:
         self._fake_pattern: Any = None
         self._fake_jobs: list[Job] = []
         self.fake_captures = 0
+        self.fake_arrays: dict[str, int] = {}
         info = self.global_camera_info()[camera_num]  # IndexError, as the real one
         camera_num = info["Num"]
         self.camera_idx = camera_num
@@ -247,12 +311,11 @@ class Picamera2:
     ) -> dict[str, Any]:
         if self.camera is None:
             raise RuntimeError("Camera not opened")
-        stream = {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True}
-        for key, value in main.items():
-            if key not in ("format", "size", "stride", "framesize", "preserve_ar"):
-                raise ValueError(f"Bad key {key!r}: valid stream configuration keys are ...")
-            stream[key] = value
-        stream["size"] = (stream["size"][0] - stream["size"][0] % 2, stream["size"][1] - stream["size"][1] % 2)
+        stream = self._make_initial_stream_config({"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True}, main)
+        self.align_stream(stream, optimal=False)
+        lores = self._make_initial_stream_config({"format": "YUV420", "size": stream["size"], "preserve_ar": False}, lores)
+        if lores is not None:
+            self.align_stream(lores, optimal=False)
         if "NoiseReductionMode" in self.camera_controls and "FrameDurationLimits" in self.camera_controls:
             controls = {
                 "NoiseReductionMode": libcamera.controls.draft.NoiseReductionModeEnum.Fast,
@@ -264,6 +327,69 @@ class Picamera2:
             "raw": raw, "controls": controls, "sensor": sensor, "display": display, "encode": encode,
         }
 
+    @staticmethod
+    def _make_initial_stream_config(stream_config, updates, ignore_list=[]):
+        """Take an initial stream_config and add any user updates."""
+        if updates is None:
+            return updates
+        valid = ("format", "size", "stride", "preserve_ar")
+        for key, value in updates.items():
+            if key in valid:
+                stream_config[key] = value
+            elif key in ignore_list:
+                pass
+            else:
+                raise ValueError(f"Bad key {key!r}: valid stream configuration keys are {valid}")
+        return stream_config
+
+    @staticmethod
+    def align_stream(stream_config, optimal=True) -> None:
+        if optimal:
+            align = 32 if Picamera2.platform == Platform.Platform.VC4 else 64
+            if stream_config["format"] in ("YUV420", "YVU420"):
+                align *= 2
+            elif stream_config["format"] in ("XBGR8888", "XRGB8888", "RGB161616", "BGR161616"):
+                align //= 2
+        else:
+            align = 2
+        size = stream_config["size"]
+        stream_config["size"] = (size[0] - size[0] % align, size[1] - size[1] % 2)
+
+    def check_stream_config(self, stream_config, name) -> None:
+        """Check the configuration of the passed in config (picamera2's checks, raw aside)."""
+        if type(stream_config) is not dict:
+            raise RuntimeError(name + " stream should be a dictionary")
+        if "format" not in stream_config:
+            raise RuntimeError("format not found in " + name + " stream")
+        if "size" not in stream_config:
+            raise RuntimeError("size not found in " + name + " stream")
+        format = stream_config["format"]
+        if type(format) is not str:
+            raise RuntimeError("format in " + name + " stream should be a string")
+        if format not in YUV_FORMATS and format not in RGB_FORMATS and format != "MJPEG":
+            raise RuntimeError("Bad format " + format + " in stream " + name)
+        size = stream_config["size"]
+        if type(size) is not tuple or len(size) != 2:
+            raise RuntimeError("size in " + name + " stream should be (width, height)")
+        if size[0] % 2 or size[1] % 2:
+            raise RuntimeError("width and height should be even")
+
+    def check_camera_config(self, camera_config) -> None:
+        for name in ["colour_space", "transform", "main", "lores", "raw"]:
+            if name not in camera_config:
+                raise RuntimeError(f"{name!r} key expected in camera configuration")
+        if not isinstance(camera_config["transform"], libcamera.Transform):
+            raise RuntimeError("Transform has incorrect type")
+        self.check_stream_config(camera_config["main"], "main")
+        if camera_config["lores"] is not None:
+            self.check_stream_config(camera_config["lores"], "lores")
+            main_w, main_h = camera_config["main"]["size"]
+            lores_w, lores_h = camera_config["lores"]["size"]
+            if lores_w > main_w or lores_h > main_h:
+                raise RuntimeError("lores stream dimensions may not exceed main stream")
+            if Picamera2.platform == Platform.Platform.VC4 and camera_config["lores"]["format"] not in YUV_FORMATS:
+                raise RuntimeError("lores stream must be YUV")
+
     def configure(self, camera_config=None) -> None:
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
@@ -271,31 +397,36 @@ class Picamera2:
             raise TypeError("Invalid type for `camera_config` given")
         self.fake_configure_calls.append(copy.deepcopy(camera_config))
         config = copy.deepcopy(camera_config)
-        if not isinstance(config["transform"], libcamera.Transform):
-            raise RuntimeError("Transform has incorrect type")
-        main = config["main"]
-        if main["format"] not in ("YUV420", "YVU420", "XBGR8888", "XRGB8888", "RGB888", "BGR888"):
-            raise RuntimeError("Bad format " + main["format"] + " in stream main")
-        width, height = main["size"]
-        if width % 2 or height % 2:
-            raise RuntimeError("width and height should be even")
+        self.camera_config = {}
+        self.stream_map = {}
+        self.check_camera_config(config)
         # libcamera's validate(): sizes beyond the sensor are adjusted down, not refused
         max_w, max_h = Picamera2.fake_sensor_resolution
+        main, lores = config["main"], config["lores"]
+        width, height = main["size"]
         if width > max_w or height > max_h:
             _log.info("Camera configuration has been adjusted!")
         width, height = min(width, max_w), min(height, max_h)
         if not Picamera2.fake_can_flip:
             config["transform"] = libcamera.Transform()
-        align = 64
-        stride = (width + align - 1) // align * align
-        main.update(size=(width, height), stride=stride, framesize=stride * height * 3 // 2)
+        self._fake_granted(main, width, height)
+        if lores is not None:
+            self._fake_granted(lores, min(lores["size"][0], width), min(lores["size"][1], height))
         self.camera_config = config
+        self.stream_map = {"main": "main", "lores": "lores" if lores is not None else None, "raw": None}
         self.fake_transform = config["transform"]
         self._fake_controls = {}
         self._fake_set(config.get("controls") or {})
         from robotcam.video.sources.testpattern import TestPatternSource
 
         self._fake_pattern = TestPatternSource(width, height, 1e6 / self._fake_frame_duration_us)
+
+    @staticmethod
+    def _fake_granted(stream: dict[str, Any], width: int, height: int) -> None:
+        """What libcamera writes back into a stream's configuration: size, stride, framesize."""
+        align = 64
+        stride = (width + align - 1) // align * align
+        stream.update(size=(width, height), stride=stride, framesize=stride * height * 3 // 2)
 
     def camera_configuration(self) -> dict[str, Any]:
         return self.camera_config
@@ -340,10 +471,14 @@ class Picamera2:
             raise RuntimeError("No encoder specified")
         if output is not None:
             _encoder.output = output
-        if not self.camera_config:
+        streams = self.camera_configuration()
+        if not streams:
             raise RuntimeError("Camera has not been configured")
-        name = name or self.camera_config["encode"]
-        stream = self.camera_config[name]
+        if name is None:
+            name = streams["encode"]
+        if streams.get(name, None) is None:
+            raise RuntimeError(f"Encode stream {name} was not defined")
+        stream = streams[name]
         _encoder.name = name
         _encoder.width, _encoder.height = stream["size"]
         _encoder.format = stream["format"]
@@ -373,11 +508,9 @@ class Picamera2:
 
     def capture_array(self, name="main", wait=None, signal_function=None):
         """Make a 2d image from the next frame in the named stream."""
-        if name != "main":
-            raise NotImplementedError("the fake camera has only the main stream")
         if wait is None:
             wait = signal_function is None
-        job = Job(_make_array)
+        job = Job(lambda request: request.make_array(name))
         with self.lock:
             self._fake_jobs.append(job)
         self.fake_captures += 1
@@ -421,14 +554,19 @@ class Picamera2:
     # --- the fake sensor --------------------------------------------------------------------
 
     def _fake_process_frame(self) -> None:
+        """process_requests() for one completed request, in its order, under self.lock."""
         frame = self._fake_pattern.render(self.fake_frames, time.time())
-        request = _FakeRequest(frame, time.monotonic_ns())
+        request = CompletedRequest(self, frame, time.monotonic_ns())
         self.fake_frames += 1
         with self.lock:
-            encoders = list(self._encoders)
+            if self.pre_callback:
+                self.pre_callback(request)
             jobs, self._fake_jobs = self._fake_jobs, []
-        for job in jobs:
-            job.execute(frame, self.camera_config["main"])
-        for encoder in encoders:
-            if encoder.name in ("main",):
-                encoder.encode(encoder.name, request)
+            for job in jobs:
+                job.execute(request)
+            if self.post_callback:
+                self.post_callback(request)
+            for encoder in self._encoders:
+                if self.stream_map.get(encoder.name) is not None:
+                    encoder.encode(encoder.name, request)
+            request.release()

@@ -80,7 +80,7 @@ class H264Encoder(Encoder):
         if force:
             self._key_frames_generated += 1
             self.fake_idrs_forced += 1
-        self._queue.put((request.frame, self._timestamp(request), force))
+        self._queue.put((request.fake_frame(stream), self._timestamp(request), force))
 
     def force_key_frame(self):
         """Force a key frame to be encoded in the video stream as soon as possible."""

@@ -62,7 +62,7 @@ class LibavH264Encoder(Encoder):
         if limit is not None and self._x264.encoded >= limit:
             raise FakeEncoderFailure(5, "fake libav encoder failure (Picamera2.fake_fail_after)")
         timestamp_us = self._timestamp(request)
-        frame = request.frame
+        frame = request.fake_frame(stream)
         if self._key_frames_requested > self._key_frames_generated:
             self._key_frames_generated += 1
             # exactly what picamera2 0.3.32+ does: PyAV >= 14 raises TypeError here, in the
