@@ -46,6 +46,7 @@ Measured, per run (only frames arriving inside the measurement window count):
 Usage:
     .venv/bin/python scripts/bench.py                      # full run, about 2 minutes
     .venv/bin/python scripts/bench.py --viewers 1 --duration 3 --warmup 2
+    .venv/bin/python scripts/bench.py --cameras 2 --viewers 1,4    # what a second camera costs
 
 Every wait is bounded; the servers and the load client are killed on exit, on errors and on
 Ctrl-C (they also die with this process). Server and client logs go to a temporary directory
@@ -126,40 +127,48 @@ def _install_client_patches() -> None:
 
 
 class Viewer:
-    """One receive-only aiortc peer that records frame arrivals instead of decoding."""
+    """One receive-only aiortc peer that records frame arrivals instead of decoding. With
+    `sections` > 1 it watches that many cameras at once (one video section each); the first
+    section's frames are the ones measured, the others' are counted."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, sections: int = 1) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
 
         self.index = index
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        transceiver = self.pc.addTransceiver("video", direction="recvonly")
         capabilities = RTCRtpReceiver.getCapabilities("video")
         assert capabilities is not None
         caps = capabilities.codecs
-        transceiver.setCodecPreferences(
-            [c for c in caps if c.mimeType.lower() == "video/h264"]
-            + [c for c in caps if c.mimeType.lower() not in ("video/h264", "video/rtx")]
-            + [c for c in caps if c.mimeType.lower() == "video/rtx"]
-        )
+        self.transceivers = [self.pc.addTransceiver("video", direction="recvonly") for _ in range(sections)]
+        for transceiver in self.transceivers:
+            transceiver.setCodecPreferences(
+                [c for c in caps if c.mimeType.lower() == "video/h264"]
+                + [c for c in caps if c.mimeType.lower() not in ("video/h264", "video/rtx")]
+                + [c for c in caps if c.mimeType.lower() == "video/rtx"]
+            )
         self.posted_at: float | None = None
         self.codec: str | None = None
         self.error: str | None = None
         self.arrivals: list[float] = []
         self.stamps: list[int] = []
+        self.other_arrivals: list[list[float]] = [[] for _ in range(sections - 1)]
         self.got_frame = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
+        self._readers: list[asyncio.Task[None]] = []
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
-            self._reader = asyncio.ensure_future(self._read(track))
+            section = next(i for i, t in enumerate(self.transceivers) if t.receiver.track is track)
+            self._readers.append(asyncio.ensure_future(self._read(track, section)))
 
-    async def _read(self, track: Any) -> None:
+    async def _read(self, track: Any, section: int) -> None:
         from aiortc.mediastreams import MediaStreamError
 
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
             while True:
                 item = await track.recv()
+                if section:
+                    self.other_arrivals[section - 1].append(item.at)
+                    continue
                 self.arrivals.append(item.at)
                 self.stamps.append(item.stamp)
                 self.got_frame.set()
@@ -186,8 +195,8 @@ class Viewer:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.pc.close()
-        if self._reader is not None:
-            self._reader.cancel()
+        for reader in self._readers:
+            reader.cancel()
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -249,7 +258,7 @@ async def run_clients(args: argparse.Namespace) -> dict[str, Any]:
     _install_client_patches()
     server = psutil.Process(args.server_pid)
     me = psutil.Process()
-    viewers = [Viewer(i) for i in range(args.client_viewers)]
+    viewers = [Viewer(i, args.client_sections) for i in range(args.client_viewers)]
     started = time.time()
     timeout = aiohttp.ClientTimeout(total=args.connect_timeout)
     async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -302,6 +311,10 @@ async def run_clients(args: argparse.Namespace) -> dict[str, Any]:
             "growth_lower_bound": growth[1] if growth else False,
             "excess_p95_ms": excess[0] if excess else None,
             "excess_max_ms": excess[1] if excess else None,
+            # the other cameras this viewer watches: the slowest one's frames per second
+            "other_fps_min": min(
+                (sum(1 for a in list(other) if t0 <= a <= t1) / window for other in v.other_arrivals),
+                default=None),
         })
     return {
         "viewers": per_viewer,
@@ -422,6 +435,8 @@ def server_command(kind: str, port: int, args: argparse.Namespace, workdir: Path
             # access control stays on (its middleware is on every request) and lets the
             # benchmark's viewers in without signing in; no offer rate limit for the bursts
             "auth: {anonymous: [view], offers_per_minute: 0}\n"
+            + ("cameras:\n" + "".join(f"  cam{i}: {{source: testpattern}}\n" for i in range(1, args.cameras + 1))
+               if args.cameras > 1 else "")
         )
         return [sys.executable, "-m", "robotcam", "run", "--config", str(config)]
     return [
@@ -434,13 +449,14 @@ def server_command(kind: str, port: int, args: argparse.Namespace, workdir: Path
 class Row:
     server: str
     viewers: int
+    cameras: int = 1  # each viewer watches this many cameras at once (robotcam only)
     result: dict[str, Any] | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def run_one(kind: str, n: int, args: argparse.Namespace, workdir: Path) -> Row:
-    row = Row(kind, n)
+    row = Row(kind, n, args.cameras)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     tag = f"{kind}-{n}"
@@ -459,6 +475,7 @@ def run_one(kind: str, n: int, args: argparse.Namespace, workdir: Path) -> Row:
                     "--client-viewers", str(n), "--warmup", f"{args.warmup:g}",
                     "--duration", f"{args.duration:g}", "--segment", f"{args.segment:g}",
                     "--connect-timeout", f"{args.connect_timeout:g}",
+                    "--client-sections", str(args.cameras),
                 ],
                 stdout=subprocess.PIPE, stderr=client_log, text=True,
             )
@@ -532,8 +549,9 @@ def table_row(row: Row) -> str:
     p95s = [v["excess_p95_ms"] for v in viewers if v["excess_p95_ms"] is not None]
     maxes = [v["excess_max_ms"] for v in viewers if v["excess_max_ms"] is not None]
     excess = f"{max(p95s):.0f} / {max(maxes):.0f}" if p95s else "-"
+    server = row.server if row.cameras == 1 else f"{row.server}, {row.cameras} cameras"
     return (
-        f"| {row.server} | {row.viewers} | {got}/{len(viewers)} | {r['server_cores']:.2f} "
+        f"| {server} | {row.viewers} | {got}/{len(viewers)} | {r['server_cores']:.2f} "
         f"| {min(fps):.1f} | {_mean(fps):.1f} | {first} | {growth} | {excess} "
         f"| {r['server_rss_mb']:.0f} | {r['client_cores']:.2f} | {r['other_cores']:.2f} |"
     )
@@ -556,6 +574,10 @@ def report(rows: list[Row], args: argparse.Namespace, workdir: Path, elapsed: fl
         codecs = {v["codec"] for v in row.result["viewers"]}
         if codecs != {"H264"}:
             notes.append(f"{row.server} x{row.viewers}: codecs answered {sorted(map(str, codecs))}")
+        others = [v["other_fps_min"] for v in row.result["viewers"] if v.get("other_fps_min") is not None]
+        if others:
+            notes.append(f"{row.server} x{row.viewers}: every viewer also watched {row.cameras - 1} more "
+                         f"camera(s): their fps/viewer min {min(others):.1f}, mean {_mean(others):.1f}")
         errors = [v["error"] for v in row.result["viewers"] if v["error"]]
         if errors:
             notes.append(f"{row.server} x{row.viewers}: {len(errors)} viewer(s) failed: {errors[0]}")
@@ -626,16 +648,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=640, help="picture width (default: 640)")
     parser.add_argument("--height", type=int, default=480, help="picture height (default: 480)")
     parser.add_argument("--fps", type=float, default=30.0, help="source frame rate (default: 30)")
+    parser.add_argument("--cameras", type=int, default=1, metavar="N",
+                        help="robotcam only: N test-pattern cameras, every viewer watching all of "
+                        "them in one connection (one video section each); fps and delay are the "
+                        "first camera's, the others' fps is in the notes (default: 1)")
     # load-client mode, started by the benchmark itself
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--client-viewers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--client-sections", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or args.segment <= 0 or args.connect_timeout <= 0:
         parser.error("--duration, --segment and --connect-timeout must be > 0, --warmup >= 0")
     if args.width % 2 or args.height % 2:
         parser.error("--width and --height must be even")
+    if args.cameras < 1:
+        parser.error("--cameras must be at least 1")
+    if args.cameras > 1 and not args.client:
+        if "aiortc-example" in args.servers and args.servers != list(SERVERS):
+            parser.error("--cameras: the aiortc example serves one camera; use --servers robotcam")
+        args.servers = ["robotcam"]
     return args
 
 
