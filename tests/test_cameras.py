@@ -25,27 +25,21 @@ from robotcam.video.sources import SourceError
 from robotcam.video.sources.select import open_source
 from robotcam.video.sources.testpattern import TestPatternSource, decode_frame_number
 from tests.conftest import Robot, make_config, wait_until
+from tests.test_file_source import write_clip
 
 FLAT_U, FLAT_V = 200, 60  # the file camera's colour: far from anything the test pattern draws
 
 
 def flat_clip(path: Path, seconds: float = 1.0, fps: int = 30) -> Path:
     """A looping file of one flat colour at 320x240."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.options = {"qscale": "2"}
-        for number in range(int(seconds * fps)):
-            frame = av.VideoFrame(320, 240, "yuv420p")
-            frame.planes[0].update(np.full(320 * 240, 128, np.uint8).tobytes())
-            frame.planes[1].update(np.full(160 * 120, FLAT_U, np.uint8).tobytes())
-            frame.planes[2].update(np.full(160 * 120, FLAT_V, np.uint8).tobytes())
-            frame.pts = number
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    def flat(number: int) -> av.VideoFrame:
+        frame = av.VideoFrame(320, 240, "yuv420p")
+        frame.planes[0].update(np.full(320 * 240, 128, np.uint8).tobytes())
+        frame.planes[1].update(np.full(160 * 120, FLAT_U, np.uint8).tobytes())
+        frame.planes[2].update(np.full(160 * 120, FLAT_V, np.uint8).tobytes())
+        return frame
+
+    return write_clip(path, frames=int(seconds * fps), fps=fps, render=flat)
 
 
 def which_camera(frame: av.VideoFrame) -> str | None:
@@ -313,10 +307,21 @@ class StallingSource(TestPatternSource):
         return super().render(number, now)
 
 
+class BrokenSource(TestPatternSource):
+    """A camera whose driver throws after a few frames."""
+
+    def render(self, number: int, now: float) -> av.VideoFrame:
+        if number >= 5:
+            raise OSError(5, "Input/output error")
+        return super().render(number, now)
+
+
 async def test_a_failing_camera_leaves_the_others_alone(robot_factory: Any, clip: Path) -> None:
     def factory(video: Any) -> Any:
         if video.device == "/dev/stuck":
             return StallingSource(10), "test: stalls after 10 frames"
+        if video.device == "/dev/broken":
+            return BrokenSource(320, 240, 30), "test: raises after 5 frames"
         return open_source(video)
 
     config = two_cameras(clip)
@@ -325,19 +330,22 @@ async def test_a_failing_camera_leaves_the_others_alone(robot_factory: Any, clip
         "front": {**data["cameras"]["front"]},
         "stuck": {**data["cameras"]["front"], "device": "/dev/stuck", "stall_timeout": 1.0},
         "gone": {**data["cameras"]["front"], "source": "v4l2", "device": "/dev/video-not-here"},
+        "broken": {**data["cameras"]["front"], "device": "/dev/broken"},
     }
     robot = await robot_factory(Config.model_validate(data), source_factory=factory)
-    viewer = MultiViewer(3)
+    viewer = MultiViewer(4)
     try:
         await viewer.connect(robot.http)
         await viewer.wait_showing(0, "front")
         await wait_until(lambda: robot.daemon.cameras.get("stuck").state in ("stalled", "failed"), 15, "stuck stalls")
+        await wait_until(lambda: robot.daemon.cameras.get("broken").restarts > 0, 15, "broken restarts")
         status, health = await robot.health()
         assert status == 200 and health["status"] == "degraded"
         cameras = health["cameras"]
         assert cameras["front"]["state"] == "running" and cameras["front"]["ok"] is True
         assert cameras["gone"]["state"] == "failed" and "/dev/video-not-here" in cameras["gone"]["reason"]
         assert cameras["stuck"]["ok"] is False and "no frame" in cameras["stuck"]["reason"]
+        assert "Input/output error" in cameras["broken"]["reason"]
         started = time.monotonic()
         await asyncio.sleep(3)
         assert viewer.fps(0, time.monotonic() - started) > 24  # the good camera keeps its rate

@@ -7,7 +7,7 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import av
 import av.error
@@ -24,17 +24,19 @@ from tests.viewer import Viewer
 def write_clip(
     path: Path, frames: int = 10, fps: int = 10, width: int = 320, height: int = 240,
     codec: str = "mpeg4", pix_fmt: str = "yuv420p", options: dict[str, str] | None = None,
-    container_format: str | None = None,
+    container_format: str | None = None, render: Callable[[int], av.VideoFrame] | None = None,
 ) -> Path:
-    """A clip of numbered test-pattern frames (decode_frame_number reads 0, 1, 2, ...)."""
+    """A clip of numbered test-pattern frames (decode_frame_number reads 0, 1, 2, ...), or of
+    what `render(number)` draws."""
     pattern = TestPatternSource(width, height, fps)
+    render = render or (lambda number: pattern.render(number, time.time()))
     with av.open(str(path), "w", format=container_format) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.options = options if options is not None else ({"qscale": "2"} if codec == "mpeg4" else {})
         out.start_encoding()  # the header, even for a clip of no frames
         for number in range(frames):
-            frame = pattern.render(number, time.time())
+            frame = render(number)
             if pix_fmt != "yuv420p":
                 frame = frame.reformat(format=pix_fmt)
             frame.pts = number

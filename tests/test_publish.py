@@ -274,6 +274,8 @@ async def test_configuration_errors_are_logged_once_and_retried_slowly(robot_fac
     with caplog.at_level(logging.DEBUG, logger="robotcam.publish"):
         robot = await publishing_robot(robot_factory, {"url": endpoint.url()}, timing=timing)
         await wait_until(lambda: len(endpoint.of("POST")) >= 3, 15, "three attempts")
+        # the endpoint records a POST before the publisher has read its answer
+        await wait_until(lambda: publishers(robot)[0]["state"] == "failed", 5, "the third answer read")
     posts = endpoint.of("POST")
     gaps = [b.at - a.at for a, b in zip(posts, posts[1:])]
     assert min(gaps) >= 1.4, gaps  # the long backoff, not 0.2 s doubling

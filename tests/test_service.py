@@ -260,3 +260,27 @@ def test_unusable_source_exits_1_with_one_message_naming_the_key(tmp_path: Path)
     assert "video.device: /dev/video77 does not exist" in output
     assert "Traceback" not in output
     daemon.stop()
+
+
+def test_watchdog_stays_fed_while_one_camera_delivers(tmp_path: Path, notify_socket: NotifySocket) -> None:
+    """Several cameras: one that is not plugged in degrades the service, names itself in
+    STATUS=, and does not starve the watchdog while another camera delivers."""
+    port = free_port()
+    config = config_text(port) + (
+        "cameras:\n  front: {source: testpattern}\n  arm: {source: v4l2, device: /dev/video-not-here}\n")
+    daemon = launch(tmp_path, config, service_env(str(notify_socket.path)), port)
+    try:
+        ready_at = notify_socket.wait_for("READY=1")
+        notify_socket.collect(3.5)
+        pings = [at for at, line in notify_socket.messages if line == "WATCHDOG=1" and at > ready_at]
+        assert len(pings) >= 2
+        statuses = [line for line in notify_socket.lines() if line.startswith("STATUS=")]
+        assert any("2 cameras" in line and "failing: arm (failed)" in line for line in statuses), statuses
+        status, health = get_health(port)
+        assert status == 200 and health["status"] == "degraded"
+        assert health["cameras"]["front"]["ok"] and not health["cameras"]["arm"]["ok"]
+        assert "/dev/video-not-here" in health["cameras"]["arm"]["reason"]
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(5) == 0
+    finally:
+        daemon.stop()
