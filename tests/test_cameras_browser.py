@@ -11,6 +11,7 @@ phone, and make a tapped picture large.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from typing import Any, Iterator
 
@@ -166,3 +167,30 @@ def test_stacked_on_a_phone(cameras_daemon: DaemonProcess, open_page: Any) -> No
     tiles = page.evaluate(JS_TILES)
     assert tiles[0]["x"] == tiles[1]["x"] == tiles[2]["x"] and tiles[0]["y"] < tiles[1]["y"] < tiles[2]["y"], tiles
     screenshot(page, "cameras-phone.png")
+
+
+def test_reload_adding_and_removing_a_camera_reshapes_the_page(tmp_path: Any, open_page: Any) -> None:
+    clip = flat_clip(tmp_path / "flat.mkv")
+    two = f"cameras:\n  front: {{source: testpattern}}\n  arm: {{source: file, file: {clip}}}\n"
+    daemon = DaemonProcess(tmp_path, extra_config=two)
+    daemon.start()
+    try:
+        page = open_page(daemon.url + "/", viewport={"width": 1280, "height": 800})
+        wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "two cameras")
+        page.wait_for_function("() => window.robotcamCameras.tiles.length === 2", timeout=10_000)
+        wait_showing(page, 1, "arm")
+        base = daemon.config.read_text()
+        daemon.config.write_text(base + "  rear: {source: testpattern}\n")
+        daemon.send_signal(signal.SIGHUP)
+        page.wait_for_function(
+            "() => window.robotcamCameras.tiles.length === 3 && window.robotcamCameras.tiles[2].state === 'live'",
+            timeout=30_000)
+        wait_showing(page, 2, "front")  # the new camera is a test pattern too
+        daemon.config.write_text(base.replace(two, "cameras:\n  front: {source: testpattern}\n"))
+        daemon.send_signal(signal.SIGHUP)
+        # one camera left: the plain page again, still playing
+        page.wait_for_function("() => !document.body.classList.contains('multi')", timeout=30_000)
+        wait_until_playing(page, FIRST_PICTURE_TIMEOUT_MS, "one camera left")
+        assert page.locator("video").count() == 1
+    finally:
+        daemon.stop()

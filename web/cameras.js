@@ -91,6 +91,28 @@
     });
   }
 
+  function teardown() {
+    const stage = document.getElementById('stage');
+    const grid = document.getElementById('tiles');
+    for (const tile of cams.tiles) {
+      const bar = tile.element.querySelector('.tile-bar');
+      if (bar) bar.remove();
+      if (tile.element !== stage) tile.element.remove();
+    }
+    stage.classList.remove('large');
+    delete stage.dataset.cameraState;
+    if (grid) {
+      grid.parentNode.insertBefore(stage, grid);
+      grid.remove();
+    }
+    document.body.classList.remove('multi', 'has-large');
+    if (events) events.close();
+    events = null;
+    cams.names = [];
+    cams.choice = [];
+    cams.tiles = [];
+  }
+
   function enlarge(tile) {
     const large = !tile.element.classList.contains('large');
     for (const other of cams.tiles) other.element.classList.toggle('large', other === tile && large);
@@ -100,9 +122,12 @@
   /** Frames shown, per picture: requestVideoFrameCallback where there is one, else time. */
   function countFrames(tile) {
     const { video } = tile;
+    video.robotcamTile = tile; // the stage's element outlives rebuilt tiles: one counter each
+    if (video.robotcamCounting) return;
+    video.robotcamCounting = true;
     const seen = () => {
-      tile.frames += 1;
-      tile.lastFrameAt = performance.now();
+      video.robotcamTile.frames += 1;
+      video.robotcamTile.lastFrameAt = performance.now();
     };
     if (typeof video.requestVideoFrameCallback === 'function') {
       const loop = () => {
@@ -169,6 +194,13 @@
       } catch (err) {
         return;
       }
+      // a reload added or removed a camera: connect again for the new set (a removed camera's
+      // section has ended; a new one needs a section of its own)
+      const same = (x, y) => x.slice().sort().join('\n') === y.slice().sort().join('\n');
+      if (cams.names.length && !same(Object.keys(cams.states), cams.names) && window.robotcam) {
+        window.robotcam.reconnect();
+        return;
+      }
       render();
     });
   }
@@ -217,7 +249,10 @@
     cams.pc = pc;
     cams.session = null;
     cams.transceivers = [];
-    if (names.length < 2) return;
+    if (names.length < 2) {
+      if (cams.names.length) teardown(); // a reload left one camera: the plain page again
+      return;
+    }
     if (names.join('\n') !== cams.names.join('\n')) {
       cams.names = names.slice();
       cams.choice = names.slice();

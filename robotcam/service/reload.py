@@ -38,6 +38,8 @@ def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
                 for leaf in now:  # a changed camera: its changed keys
                     if was.get(leaf) != now[leaf]:
                         out[f"cameras.{key}.{leaf}"] = (was.get(leaf), now[leaf])
+            elif section == "cameras":  # one added or removed: not all its settings on one line
+                out[f"cameras.{key}"] = ("(none)", "(added)") if was is None else ("(present)", "(removed)")
             else:
                 out[f"{section}.{key}"] = (was, now)
     if old.webrtc.ice_servers != new.webrtc.ice_servers and "webrtc.ice_servers" not in out:
