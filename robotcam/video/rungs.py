@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from robotcam.config import VideoConfig
-from robotcam.webrtc.link import LinkEstimate
+from robotcam.webrtc.link import LOSS_SHORT, SETTLE, LinkEstimate
 
 HOLD_FIRST, HOLD_MAX = 10.0, 60.0  # seconds on a clean link before trying the rung above
 TRIAL = 10.0  # seconds a try upwards must hold before it counts as a success
@@ -81,11 +81,15 @@ class RungPolicy:
         now = self._now()
         if self.rung >= len(self.rungs):
             return self._move(len(self.rungs) - 1, "the ladder changed")
-        if self.link.verdict == "short" and self.rung + 1 < len(self.rungs):
+        # A try that loses a tenth of its packets has failed: the picture is broken until it
+        # is back down, so no hysteresis (the loss was measured afresh from the move).
+        failing = self._trying_from is not None and (self.link.loss or 0.0) > LOSS_SHORT
+        if (self.link.verdict == "short" or failing) and self.rung + 1 < len(self.rungs):
+            why = self.link.why if self.link.verdict == "short" else f"loss {self.link.loss * 100:.1f} % on the try"
             if self._trying_from is not None:  # the try failed: wait longer before the next
                 self.hold = min(HOLD_MAX, self.hold * 2)
                 self._trying_from = None
-            return self._move(self.rung + 1, f"link short ({self.link.why})")
+            return self._move(self.rung + 1, f"link short ({why})")
         if self._trying_from is not None and now - self._since >= TRIAL:
             self._trying_from = None
             self.hold = HOLD_FIRST  # it held: the next step up comes as soon as it is earned
@@ -96,9 +100,10 @@ class RungPolicy:
         return None
 
     def _move(self, rung: int, why: str) -> int:
+        down = rung > self.rung
         self.rung, self.why = rung, why
         self._since = self._now()
         self.moves += 1
         self.link.needed_bps = self.rungs[rung].bitrate
-        self.link.reset_verdict()
+        self.link.reset_verdict(SETTLE if down else 0.0)
         return rung

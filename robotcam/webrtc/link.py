@@ -44,6 +44,9 @@ SHORT_AFTER, GOOD_AFTER = 1.5, 8.0  # seconds of evidence before the verdict cha
 # viewer's first keyframe is a burst: for this long after the first report, only loss counts.
 WARMUP = 5.0
 RATE_PERIOD = 1.0  # seconds per sample of what the viewer is sent
+# After a move down, the queue the old rung filled still drains, and the reports about it keep
+# arriving (a receiver report covers the last second or so): evidence this fresh is not judged.
+SETTLE = 2.0
 QUEUE_MS = 80.0  # a round trip this much above the lowest seen: a queue is building
 SHORT_RATIO, GOOD_RATIO = 0.85, 1.25  # estimate / needed: below is short, above is room
 LOSS_SHORT, LOSS_GOOD = 0.10, 0.02  # smoothed loss fraction: above is short, below is clean
@@ -84,6 +87,7 @@ class LinkEstimate:
         self._budget_at = now()
         self._sent: tuple[float, int] | None = None  # (when, bytes sent so far)
         self._first_report: float | None = None
+        self._settled_at = now()  # no verdict on evidence older than this (see reset_verdict)
         self.rtt_min_ms: float | None = None
 
     # --- input -------------------------------------------------------------------------------
@@ -186,9 +190,16 @@ class LinkEstimate:
         return (1.0 - self._budget) / per_second
 
 
-    def reset_verdict(self) -> None:
-        """After a move to another rung: judge afresh against its needs."""
+    def reset_verdict(self, settle: float = 0.0) -> None:
+        """After a move to another rung: judge afresh against its needs, on evidence about its
+        stream only. What the old rung was sent, its smoothed loss and its NACKs say nothing
+        about the new one (kept, they moved a viewer just down to 250 kbit/s on to 100 within
+        1.5 s: "estimate 237 kbit/s for 722 sent", the 722 being the old rung's); no verdict
+        for `settle` seconds while the old rung's queue drains (after a move down)."""
         self.verdict, self._against_since = "good", None
+        self.send_bps, self._sent, self.loss = None, None, None
+        self._nack_times.clear()
+        self._settled_at = self._now() + settle
 
     def _assess(self, now: float) -> None:
         """Move the verdict only after the evidence has held for a while (hysteresis)."""
@@ -196,6 +207,9 @@ class LinkEstimate:
         carrying = self.carrying_bps
         if self._first_report is None:
             self._first_report = now
+        if now < self._settled_at:
+            self._against_since = None
+            return
         warming_up = now - self._first_report < WARMUP
         short_now = loss > LOSS_SHORT or (
             not warming_up and estimate is not None and estimate < carrying * SHORT_RATIO
