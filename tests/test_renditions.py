@@ -11,7 +11,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPa
 
 from robotcam.config import VideoConfig
 from robotcam.webrtc.link import LinkEstimate
-from robotcam.video.rungs import HOLD_FIRST, TRIAL, RungPolicy, ladder
+from robotcam.video.rungs import DRAIN_MAX, HOLD_FIRST, TRIAL, RungPolicy, ladder
 from tests.conftest import make_config, wait_until
 from tests.test_link import OURS, Clock, remb, report
 from tests.viewer import Viewer
@@ -119,6 +119,23 @@ def test_a_try_that_loses_packets_goes_back_at_once() -> None:
     back = driven.until_move(5, remb(300_000), report(0.4))
     assert back is not None and back[1] == 1 and back[0] - tried[0] <= 0.25
     assert driven.policy.hold == 2 * HOLD_FIRST and "on the try" in driven.policy.why
+    # it filled the queue on the way before a round trip could show it: the next keyframe waits
+    assert driven.policy.drain == DRAIN_MAX
+
+
+def test_a_move_down_waits_for_the_queue_on_the_way_to_drain() -> None:
+    """The round trip above its lowest is how long the old rung's packets still queue: a move
+    down waits that long (at most DRAIN_MAX) before the new rung's keyframe; a move up does not."""
+    driven = Driven()
+    link = driven.link
+    link.rtt_min_ms, link.rtt_ms, link.rtt_last_ms = 2.0, 60.0, 702.0  # the newest sample leads
+    moved = driven.until_move(10, remb(200_000), report(0.3))
+    assert moved is not None and moved[1] == 1 and driven.policy.drain == 0.7
+    link.rtt_ms = link.rtt_last_ms = 3000.0
+    assert driven.until_move(10, remb(50_000), report(0.3)) is not None and driven.policy.drain == DRAIN_MAX
+    link.rtt_ms = link.rtt_last_ms = 2.0
+    driven.policy.hold = 0.0
+    assert driven.until_move(3, remb(3_000_000), report(0)) is not None and driven.policy.drain == 0.0
 
 
 def remb_packet(receiver: Any, media_ssrc: int, bps: int) -> RtcpPsfbPacket:

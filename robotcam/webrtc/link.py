@@ -73,6 +73,7 @@ class LinkEstimate:
         self.loss: float | None = None  # fraction, smoothed
         self.jitter_ms: float | None = None
         self.rtt_ms: float | None = None
+        self.rtt_last_ms: float | None = None  # the newest sample, unsmoothed
         self.verdict = "good"
         self.why = ""
         self.reports = 0
@@ -145,6 +146,7 @@ class LinkEstimate:
             rtt = ((middle - lsr - dlsr) & 0xFFFFFFFF) / 65536.0
             if rtt < 60:  # a wrapped or bogus value is not a round trip
                 self.rtt_ms = _ewma(self.rtt_ms, rtt * 1000.0, 0.3)
+                self.rtt_last_ms = rtt * 1000.0
                 self.rtt_min_ms = min(self.rtt_min_ms or rtt * 1000.0, rtt * 1000.0)
 
     # --- output ------------------------------------------------------------------------------
@@ -162,6 +164,14 @@ class LinkEstimate:
         queueing = (self.rtt_ms is not None and self.rtt_min_ms is not None
                     and self.rtt_ms > self.rtt_min_ms + QUEUE_MS)
         return (self.loss or 0.0) > LOSS_GOOD or self.rate("nack") > 1.0 or queueing
+
+    def queue_delay(self) -> float:
+        """Seconds what we send now waits in a queue on the way: the round trip above its
+        lowest. The newest sample counts as much as the smoothed figure: a queue fills within
+        a second (a try up into a capped link), faster than the smoothing follows."""
+        if self.rtt_ms is None or self.rtt_min_ms is None or self.rtt_last_ms is None:
+            return 0.0
+        return max(0.0, max(self.rtt_ms, self.rtt_last_ms) - self.rtt_min_ms) / 1000
 
     def rate(self, kind: str) -> float:
         """NACKed packets or PLIs per second over the last RATE_WINDOW seconds."""

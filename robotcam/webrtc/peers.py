@@ -361,10 +361,10 @@ class PeerManager:
             link.observe(packet, session.track.bytes_sent)
             rung = policy.decide()
             if rung is not None:
-                log.info("viewer %d: moving to %s (%s): %s", session.id,
-                         "the full stream" if rung == 0 else f"rung {rung}",
-                         policy.rungs[rung].describe(), policy.why)
-                self.pipeline.switch(session.track, rung)
+                log.info("viewer %d: moving to %s (%s): %s%s", session.id,
+                         "the full stream" if rung == 0 else f"rung {rung}", policy.rungs[rung].describe(),
+                         policy.why, f"; after {policy.drain:.1f} s for its queue to drain" if policy.drain else "")
+                self.pipeline.switch(session.track, rung, policy.drain)
             if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 pacer.add(packet.lost)
                 return
