@@ -52,7 +52,7 @@ extras (scripts/bootstrap.sh --test). Started outside a network namespace of its
 itself again inside `unshare --net` (only `lo`, brought up), so no packet leaves the machine; the
 child namespaces, veth pairs and processes it makes are removed at the end, on errors and on
 Ctrl-C. Prints a Markdown table; server logs and each run's raw record (every frame each page
-presented, its byte counts and rungs, as JSON) stay in the directory it names.
+presented, its byte counts, and robotcam's /health view of it, as JSON) stay in the directory it names.
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ class Viewer:
     bytes: list[tuple[float, float]]  # (wall time, bytes received so far)
     codec: str | None = None
     reconnects: int = 0
-    rungs: list[tuple[float, int]] = field(default_factory=list)  # (wall time, rung) samples
-    moves: tuple[int, int] = (0, 0)  # robotcam's rendition_moves at the start and the end
+    # robotcam: (wall time, this viewer's session in /health: rung, moves, link), twice a second
+    sessions: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -168,7 +168,7 @@ def kbps(viewer: Viewer, start: float, end: float) -> float:
 
 def rung_at(viewer: Viewer, when: float) -> int:
     """The rung sampled last before `when` (0 without samples: the full stream)."""
-    earlier = [rung for t, rung in viewer.rungs if t <= when]
+    earlier = [session.get("rung", 0) for t, session in viewer.sessions if t <= when]
     return earlier[-1] if earlier else 0
 
 
@@ -198,12 +198,12 @@ def recovered_after(viewer: Viewer, lifted: float, end: float, full: tuple[int, 
 
 
 def rung_summary(viewer: Viewer) -> str:
-    if not viewer.rungs:
+    if not viewer.sessions:
         return "-"
-    counts = statistics.multimode(r for _, r in viewer.rungs)
-    mode = counts[0]
-    share = sum(1 for _, r in viewer.rungs if r == mode) / len(viewer.rungs)
-    moves = viewer.moves[1] - viewer.moves[0]
+    rungs = [session.get("rung", 0) for _, session in viewer.sessions]
+    mode = statistics.multimode(rungs)[0]
+    share = rungs.count(mode) / len(rungs)
+    moves = viewer.sessions[-1][1].get("rendition_moves", 0) - viewer.sessions[0][1].get("rendition_moves", 0)
     return f"{mode} ({share:.0%}), {moves} move{'s' if moves != 1 else ''}"
 
 
@@ -315,24 +315,22 @@ def shape(link: Any, scenario: str, cap: str) -> None:
 
 @dataclass
 class Sampler:
-    """Twice a second during a robotcam run: each viewer's rung and the encoders running."""
+    """Twice a second during a robotcam run: each viewer's session (rung, link) and the
+    encoders running."""
 
     base: str
     ids: list[int]  # session id of each page, in page order
-    rungs: list[list[tuple[float, int]]] = field(default_factory=list)
-    moves: list[list[int]] = field(default_factory=list)
+    sessions: list[list[tuple[float, dict[str, Any]]]] = field(default_factory=list)
     encoders: int = 0
 
     def sample(self) -> None:
         body = health(self.base)
         by_id = {s["id"]: s for s in body["peers"]["sessions"]}
         now = time.time()
-        if not self.rungs:
-            self.rungs, self.moves = [[] for _ in self.ids], [[] for _ in self.ids]
+        self.sessions = self.sessions or [[] for _ in self.ids]
         for index, sid in enumerate(self.ids):
             if sid in by_id:
-                self.rungs[index].append((now, by_id[sid].get("rung", 0)))
-                self.moves[index].append(by_id[sid].get("rendition_moves", 0))
+                self.sessions[index].append((now, by_id[sid]))
         self.encoders = max(self.encoders, len(body["video"]["encoders"]))
 
 
@@ -380,12 +378,9 @@ def run_once(setup: Setup, viewers: Viewers, server: str, scenario: str, args: a
                 page.context.close()
     records = []
     for index, (label, summary) in enumerate(zip(labels, summaries)):
-        viewer = Viewer(label, [tuple(f) for f in summary["frames"]], [tuple(b) for b in summary["bytes"]],
-                        summary["codec"], summary["reconnects"])
-        if sampler.rungs and sampler.rungs[index]:
-            viewer.rungs = sampler.rungs[index]
-            viewer.moves = (sampler.moves[index][0], sampler.moves[index][-1])
-        records.append(viewer)
+        records.append(Viewer(label, [tuple(f) for f in summary["frames"]], [tuple(b) for b in summary["bytes"]],
+                              summary["codec"], summary["reconnects"],
+                              sampler.sessions[index] if sampler.sessions else []))
     return Run(scenario, server, start, end, lifted, records, cpu, machine,
                sampler.encoders if server == "robotcam" else None)
 
