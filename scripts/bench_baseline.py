@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="ICE host address, repeatable (default: 127.0.0.1)")
     parser.add_argument("--codec", metavar="MIME", help="answer with this codec only, e.g. video/H264")
     args = parser.parse_args(argv)
+    if args.file and not args.file.is_file():
+        parser.error(f"--file {args.file}: no such file")
 
     logging.basicConfig(level=logging.WARNING)
     addresses = args.ice_address or ["127.0.0.1"]

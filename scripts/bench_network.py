@@ -116,7 +116,7 @@ JS_SUMMARY = """async () => {
             if (s.type === 'inbound-rtp' && s.kind === 'video' && s.codecId) codec = report.get(s.codecId).mimeType;
         });
     }
-    return {frames: window.__frames, bytes: window.__bytes, codec,
+    return {frames: window.__frames, bytes: window.__bytes, codec, state: pc ? pc.connectionState : null,
             reconnects: window.robotcam ? window.robotcam.reconnects : 0};
 }"""
 
@@ -133,6 +133,7 @@ class Viewer:
     bytes: list[tuple[float, float]]  # (wall time, bytes received so far)
     codec: str | None = None
     reconnects: int = 0
+    state: str | None = None  # the page's connection at the end: "connected", or how it ended
     # robotcam: (wall time, this viewer's session in /health: rung, moves, link), twice a second
     sessions: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
@@ -379,7 +380,7 @@ def run_once(setup: Setup, viewers: Viewers, server: str, scenario: str, args: a
     records = []
     for index, (label, summary) in enumerate(zip(labels, summaries)):
         records.append(Viewer(label, [tuple(f) for f in summary["frames"]], [tuple(b) for b in summary["bytes"]],
-                              summary["codec"], summary["reconnects"],
+                              summary["codec"], summary["reconnects"], summary["state"],
                               sampler.sessions[index] if sampler.sessions else []))
     return Run(scenario, server, start, end, lifted, records, cpu, machine,
                sampler.encoders if server == "robotcam" else None)
@@ -421,11 +422,17 @@ def cpu_row(run: Run) -> str:
 
 
 def notes(runs: list[Run]) -> list[str]:
+    """Connections that ended or were made again during a run (the freeze figures include them)."""
     lines = []
     for run in runs:
         for viewer in run.viewers:
+            where = f"- {run.scenario}, {run.server}, {viewer.label}:"
+            if viewer.state != "connected":
+                last = max((t for t, _ in viewer.frames), default=run.start)
+                lines.append(f"{where} its connection was {viewer.state} at the end "
+                             f"(last frame {last - run.start:.0f} s into the scenario)")
             if viewer.reconnects:
-                lines.append(f"- {run.scenario}, {run.server}, {viewer.label}: the page reconnected {viewer.reconnects}x")
+                lines.append(f"{where} the page reconnected {viewer.reconnects}x")
     return lines
 
 
@@ -488,29 +495,24 @@ def missing_requirements() -> list[str]:
 
     problems = [] if os.geteuid() == 0 else ["root (network namespaces, tc)"]
     problems += [tool for tool in ("ip", "tc", "nsenter", "unshare") if not shutil.which(tool)]
-    problems += [] if CHROMIUM.exists() else [str(CHROMIUM)]
-    return problems
+    return problems + ([] if CHROMIUM.exists() else [str(CHROMIUM)])
 
 
-def scenario_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or any(n not in SCENARIOS for n in names):
-        raise argparse.ArgumentTypeError(f"scenarios are {', '.join(SCENARIOS)} (got {text!r})")
-    return names
-
-
-def server_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or any(n not in SERVERS for n in names):
-        raise argparse.ArgumentTypeError(f"servers are {', '.join(SERVERS)} (got {text!r})")
-    return names
+def names_from(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of some of `allowed`."""
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        if not names or any(n not in allowed for n in names):
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)} (got {text!r})")
+        return names
+    return parse
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenarios", type=scenario_list, default=list(SCENARIOS), metavar="NAME,...",
+    parser.add_argument("--scenarios", type=names_from(SCENARIOS), default=list(SCENARIOS), metavar="NAME,...",
                         help=f"from {','.join(SCENARIOS)} (default: all)")
-    parser.add_argument("--servers", type=server_list, default=list(SERVERS), metavar="NAME,...",
+    parser.add_argument("--servers", type=names_from(SERVERS), default=list(SERVERS), metavar="NAME,...",
                         help=f"from {','.join(SERVERS)} (default: both)")
     parser.add_argument("--rounds", type=int, default=1, help="times to run every scenario (default: 1)")
     parser.add_argument("--seconds", type=float, default=45.0, help="length of a scenario (default: 45)")

@@ -15,11 +15,20 @@ import subprocess
 import time
 from pathlib import Path
 
+import shutil
+
 import av
 import numpy as np
+import pytest
 from playwright.sync_api import Browser, Playwright
 
 from tests.test_browser import CHROMIUM, chromium_launch_options
+
+needs_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or not CHROMIUM.exists()
+    or not all(shutil.which(tool) for tool in ("ip", "tc", "nsenter", "unshare")),
+    reason="needs root, Chromium, ip, tc, nsenter and unshare (scripts/test.sh runs the suite so)",
+)
 
 
 def run(*command: str) -> None:

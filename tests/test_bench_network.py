@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REPO
-from tests.test_browser import CHROMIUM
+from tests.netns_support import needs_netns
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not CHROMIUM.exists()
-        or not all(shutil.which(tool) for tool in ("ip", "tc", "nsenter", "unshare")),
-        reason="needs root, Chromium, ip, tc, nsenter and unshare (scripts/test.sh runs the suite so)",
-    ),
-]
+pytestmark = [pytest.mark.browser, needs_netns]
 
 
 def test_network_bench_smoke_run_reports_every_viewer_and_both_servers() -> None:

@@ -11,8 +11,6 @@ made here and removed afterwards; addresses are in 127.0.1.0/24 (route_localnet)
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,9 +20,8 @@ from playwright.sync_api import Browser, Playwright
 
 from tests.conftest import free_port
 from tests.daemon_process import DaemonProcess, get_json
-from tests.netns_support import JS_RECORD_FRAMES, ShapedLink, browser_behind, longest_gap, noise_clip
+from tests.netns_support import JS_RECORD_FRAMES, ShapedLink, browser_behind, longest_gap, needs_netns, noise_clip
 from tests.test_browser import (  # noqa: F401 - fixtures
-    CHROMIUM,
     FIRST_PICTURE_TIMEOUT_MS,
     PageSession,
     browser,
@@ -37,14 +34,7 @@ SERVER, CLIENT = "127.0.1.1", "127.0.1.2"
 BITRATE = 600_000
 CAP = "200kbit"  # a third of the stream
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not CHROMIUM.exists()
-        or not all(shutil.which(tool) for tool in ("ip", "tc", "nsenter", "unshare")),
-        reason="needs root, Chromium, ip, tc, nsenter and unshare (scripts/test.sh runs the suite so)",
-    ),
-]
+pytestmark = [pytest.mark.browser, needs_netns]
 
 
 @pytest.fixture
