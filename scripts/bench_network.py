@@ -325,7 +325,10 @@ class Sampler:
     encoders: int = 0
 
     def sample(self) -> None:
-        body = health(self.base)
+        try:
+            body = health(self.base)
+        except OSError:  # a slow answer on a busy machine: a sample missed, not a failed run
+            return
         by_id = {s["id"]: s for s in body["peers"]["sessions"]}
         now = time.time()
         self.sessions = self.sessions or [[] for _ in self.ids]
@@ -436,7 +439,8 @@ def notes(runs: list[Run]) -> list[str]:
     return lines
 
 
-def report(runs: list[Run], setup: Setup, args: argparse.Namespace, command: str, elapsed: float) -> str:
+def report(runs: list[Run], failures: list[str], setup: Setup, args: argparse.Namespace, command: str,
+           elapsed: float) -> str:
     lines = [
         f"Network benchmark, {datetime.date.today().isoformat()}, {machine()}, `{command}` ({elapsed / 60:.0f} min)",
         f"{setup.width}x{setup.height} at {setup.fps:g} fps, robotcam at {setup.bitrate // 1000} kbit/s; cap {args.cap}, "
@@ -452,6 +456,7 @@ def report(runs: list[Run], setup: Setup, args: argparse.Namespace, command: str
         *(cpu_row(run) for run in runs),
         "",
         *notes(runs),
+        *(f"- failed: {failure}" for failure in failures),
         f"Logs: {setup.workdir}",
     ]
     return "\n".join(lines)
@@ -491,11 +496,10 @@ def reexec(argv: list[str], isolate: bool) -> None:
 
 
 def missing_requirements() -> list[str]:
-    from tests.test_browser import CHROMIUM
-
+    """What this machine lacks (checked before anything runs, the checkout's Python or not)."""
     problems = [] if os.geteuid() == 0 else ["root (network namespaces, tc)"]
     problems += [tool for tool in ("ip", "tc", "nsenter", "unshare") if not shutil.which(tool)]
-    return problems + ([] if CHROMIUM.exists() else [str(CHROMIUM)])
+    return problems + ([] if Path("/usr/bin/chromium").exists() else ["/usr/bin/chromium (Debian's chromium)"])
 
 
 def names_from(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
@@ -555,12 +559,21 @@ def lifetime(args: argparse.Namespace) -> float:
     return per_run * args.rounds * len(args.scenarios) * len(args.servers) + 600
 
 
-def benchmark(args: argparse.Namespace, workdir: Path) -> tuple[list[Run], Setup]:
+def close_quietly(browser: Any) -> None:
+    """Close a browser that may be gone already: Ctrl-C reaches Playwright's driver too (it
+    shares our process group)."""
+    with contextlib.suppress(Exception):
+        browser.close()
+
+
+def benchmark(args: argparse.Namespace, workdir: Path, runs: list[Run], failures: list[str]) -> Setup:
+    """Every scheduled run, each appended to `runs` (or its error to `failures`) as it ends;
+    Ctrl-C ends the loop, keeping what was done. What it set up goes away in any case."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     from tests.netns_support import ShapedLink, browser_behind, noise_clip
 
-    runs: list[Run] = []
     with contextlib.ExitStack() as stack:
         shaped = ShapedLink("127.0.1.1", "127.0.1.2", "s", lifetime(args))
         stack.callback(shaped.close)
@@ -573,12 +586,17 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> tuple[list[Run], Setup
         playwright = stack.enter_context(sync_playwright())
         viewers = Viewers(browser_behind(shaped, playwright, workdir), browser_behind(unshaped, playwright, workdir),
                           shaped, unshaped)
-        stack.callback(viewers.shaped.close)
-        stack.callback(viewers.unshaped.close)
+        for browser in (viewers.shaped, viewers.unshaped):
+            stack.callback(close_quietly, browser)
         try:
             for scenario, server in schedule(args):
                 print(f"[bench] {scenario}: {server}...", file=sys.stderr, flush=True)
-                run = run_once(setup, viewers, server, scenario, args)
+                try:
+                    run = run_once(setup, viewers, server, scenario, args)
+                except (PlaywrightTimeout, RuntimeError, OSError) as exc:  # this run failed, not the bench
+                    failures.append(f"{scenario}, {server}: {type(exc).__name__}: {exc}".splitlines()[0])
+                    print(f"[bench]   failed: {failures[-1]}", file=sys.stderr, flush=True)
+                    continue
                 runs.append(run)
                 raw = workdir / f"{len(runs):02d}-{scenario}-{server}.json"
                 raw.write_text(json.dumps(dataclasses.asdict(run)))  # every frame, for a closer look
@@ -586,20 +604,23 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> tuple[list[Run], Setup
                     print(f"[bench]   {row}", file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             print("[bench] interrupted: reporting the runs done", file=sys.stderr, flush=True)
-    return runs, setup
+        except Exception as exc:  # noqa: BLE001 - the browsers are gone (Ctrl-C): report what was done
+            failures.append(f"stopped: {type(exc).__name__}: {exc}".splitlines()[0])
+            print(f"[bench] {failures[-1]}", file=sys.stderr, flush=True)
+    return setup
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    problems = missing_requirements()
+    if problems:
+        print(f"bench_network.py needs {', '.join(problems)}", file=sys.stderr)
+        return 2
     if not os.environ.get(REEXEC_MARK) and (not isolated() or venv_python() != sys.executable):
         reexec(argv, isolate=not isolated())
     if not isolated():
         print("bench_network.py: the new network namespace has interfaces besides lo", file=sys.stderr)
-        return 2
-    problems = missing_requirements()
-    if problems:
-        print(f"bench_network.py needs {', '.join(problems)}", file=sys.stderr)
         return 2
 
     def on_term(signum: int, frame: Any) -> None:
@@ -609,9 +630,15 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["scripts/bench_network.py", *argv])
     workdir = Path(tempfile.mkdtemp(prefix="robotcam-bench-network-"))
     started = time.monotonic()
-    runs, setup = benchmark(args, workdir)
-    print(report(runs, setup, args, command, time.monotonic() - started))
-    return 0 if len(runs) == sum(1 for _ in schedule(args)) else 130
+    runs: list[Run] = []
+    failures: list[str] = []
+    try:
+        setup = benchmark(args, workdir, runs, failures)
+    except KeyboardInterrupt:
+        print(f"[bench] interrupted while setting up; logs in {workdir}", file=sys.stderr)
+        return 130
+    print(report(runs, failures, setup, args, command, time.monotonic() - started))
+    return 0 if len(runs) == sum(1 for _ in schedule(args)) else 1
 
 
 if __name__ == "__main__":
