@@ -238,12 +238,12 @@ def delay_excess(
     return excess[min(len(excess) - 1, int(0.95 * len(excess)))], excess[-1]
 
 
-def _cpu_seconds(proc: Any) -> float:
+def cpu_seconds(proc: Any) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)
 
 
-def _host_busy_seconds() -> float:
+def host_busy_seconds() -> float:
     """CPU seconds spent by the whole machine, all cores, on anything but idling."""
     import psutil
 
@@ -279,14 +279,14 @@ async def run_clients(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(args.warmup)
 
     t0 = time.time()
-    server_cpu0, client_cpu0, host0 = _cpu_seconds(server), _cpu_seconds(me), _host_busy_seconds()
+    server_cpu0, client_cpu0, host0 = cpu_seconds(server), cpu_seconds(me), host_busy_seconds()
     peak_rss = 0
     while (now := time.time()) < t0 + args.duration:
         with contextlib.suppress(psutil.Error):
             peak_rss = max(peak_rss, server.memory_info().rss)
         await asyncio.sleep(min(0.5, t0 + args.duration - now))
     t1 = time.time()
-    server_cpu1, client_cpu1, host1 = _cpu_seconds(server), _cpu_seconds(me), _host_busy_seconds()
+    server_cpu1, client_cpu1, host1 = cpu_seconds(server), cpu_seconds(me), host_busy_seconds()
     end_rss = server.memory_info().rss
     window = t1 - t0
 
@@ -363,7 +363,7 @@ def client_entry(args: argparse.Namespace) -> int:
 _children: list[subprocess.Popen[Any]] = []
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: get SIGKILL if the benchmark process dies (Linux)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -371,13 +371,13 @@ def _die_with_parent() -> None:
 
 def _spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
     proc = subprocess.Popen(
-        cmd, preexec_fn=_die_with_parent, start_new_session=True, **kwargs
+        cmd, preexec_fn=die_with_parent, start_new_session=True, **kwargs
     )
     _children.append(proc)
     return proc
 
 
-def _stop(proc: subprocess.Popen[Any], grace: float = 6.0) -> None:
+def stop_process(proc: subprocess.Popen[Any], grace: float = 6.0) -> None:
     """SIGTERM (both servers shut down cleanly on it), then SIGKILL after `grace` seconds."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -395,7 +395,7 @@ def _stop(proc: subprocess.Popen[Any], grace: float = 6.0) -> None:
 
 def _stop_all() -> None:
     for proc in list(_children):
-        _stop(proc, grace=3.0)
+        stop_process(proc, grace=3.0)
 
 
 def free_port() -> int:
@@ -483,11 +483,11 @@ def run_one(kind: str, n: int, args: argparse.Namespace, workdir: Path) -> Row:
             try:
                 out, _ = client.communicate(timeout=budget)
             except subprocess.TimeoutExpired:
-                _stop(client, grace=2)
+                stop_process(client, grace=2)
                 out, _ = client.communicate()
                 row.error = f"load client gave no result within {budget:g} s"
             finally:
-                _stop(client, grace=2)
+                stop_process(client, grace=2)
             for line in (out or "").splitlines():
                 if line.startswith(RESULT_PREFIX):
                     row.result = json.loads(line[len(RESULT_PREFIX):])
@@ -498,7 +498,7 @@ def run_one(kind: str, n: int, args: argparse.Namespace, workdir: Path) -> Row:
         except Exception as exc:  # noqa: BLE001 - one failed run must not end the benchmark
             row.error = f"{type(exc).__name__}: {exc}"
         finally:
-            _stop(server)
+            stop_process(server)
     return row
 
 

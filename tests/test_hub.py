@@ -190,6 +190,26 @@ async def test_a_switch_moves_at_the_targets_keyframe_and_never_goes_back_in_tim
     assert sent == [0, 1, 2, 3, 4, 6, 7]
 
 
+async def test_a_switch_can_let_the_old_rungs_queue_drain_first() -> None:
+    """Leaving a rung the link could not carry: nothing is sent for the drain, and only then is
+    the target's keyframe asked for and taken (one sent into the full queue would be lost)."""
+    low_requests = Recorder()
+    full, low = make_hub(Recorder()), PacketHub("H264", low_requests.request, None, "H264/1", 1)
+    track = PeerVideoTrack(queue_size=50)
+    full.subscribe(track)
+    first = await connected(track)
+    full.publish(packet(0, key=True))
+    await first
+    track.switch_to(low, drain=0.2)
+    full.publish(packet(1, key=False))  # the old stream pauses at once
+    low.publish(packet(2, key=True))  # a keyframe during the drain is not taken
+    assert low_requests.keyframe_requests == 0 and track.hub is full
+    await wait_until(lambda: low_requests.keyframe_requests == 1, 2, "the keyframe asked for after the drain")
+    low.publish(packet(8, key=True))
+    assert track.hub is low
+    assert (await asyncio.wait_for(track.recv(), 1)).pts // 3000 == 8
+
+
 async def test_a_switch_without_a_keyframe_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
     import robotcam.video.hub
 

@@ -143,6 +143,22 @@ def test_nack_and_pli_rates_and_the_resend_budget() -> None:
     assert sum(link.resend_wait() == 0 for _ in range(100)) <= 12  # refilled at the rate, not beyond
 
 
+def test_after_a_move_the_estimate_starts_afresh_and_settles() -> None:
+    """What the old rung was sent and lost says nothing about the new one; after a move down
+    the old rung's queue is still being reported for a while."""
+    now = Clock()
+    link = LinkEstimate(OURS, NEEDED, now)
+    feed(link, now, 7, remb(300_000), report(0.3))
+    link.observe(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=OURS, lost=list(range(20))), 10_000)
+    assert link.verdict == "short"
+    link.reset_verdict(settle=2.0)
+    assert link.verdict == "good" and link.loss is None and link.send_bps is None and link.rate("nack") == 0
+    feed(link, now, 1.9, remb(100_000), report(0.3))
+    assert link.verdict == "good", "no verdict while the old rung's queue drains"
+    feed(link, now, SHORT_AFTER + 0.5, remb(100_000), report(0.3))
+    assert link.verdict == "short", "evidence after the settle counts"
+
+
 async def test_resends_are_paced_not_refused() -> None:
     link = LinkEstimate(OURS, 8 * 1100 * 40 * 4, Clock())  # a budget of 40 packets a second
     link._now = asyncio.get_running_loop().time

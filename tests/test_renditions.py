@@ -11,7 +11,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPa
 
 from robotcam.config import VideoConfig
 from robotcam.webrtc.link import LinkEstimate
-from robotcam.video.rungs import HOLD_FIRST, TRIAL, RungPolicy, ladder
+from robotcam.video.rungs import DRAIN_MAX, HOLD_FIRST, TRIAL, RungPolicy, ladder
 from tests.conftest import make_config, wait_until
 from tests.test_link import OURS, Clock, remb, report
 from tests.viewer import Viewer
@@ -67,6 +67,77 @@ def test_policy_moves_down_quickly_and_up_carefully() -> None:
     assert [rung for _, rung in run(8, remb(50_000), report(0.05))] == [1, 2]
 
 
+class Driven:
+    """A policy fed RTCP every 0.25 s on a synthetic clock, with the bytes the viewer is sent."""
+
+    def __init__(self) -> None:
+        self.now = Clock()
+        self.link = LinkEstimate(OURS, 0, self.now)
+        rungs = ladder(VideoConfig(bitrate=1_000_000))  # 1000, 250, 100 kbit/s
+        self.policy = RungPolicy(lambda: rungs, self.link, self.now)
+        self.sent = 0.0
+
+    def tick(self, *packets: Any) -> int | None:
+        """One RTCP interval at the current rung's rate: the move it decides, if any."""
+        self.sent += self.policy.rungs[self.policy.rung].bitrate / 8 * 0.25
+        for packet in packets:
+            self.link.observe(packet, int(self.sent))
+        self.now.t += 0.25
+        return self.policy.decide()
+
+    def until_move(self, seconds: float, *packets: Any) -> tuple[float, int] | None:
+        end = self.now.t + seconds
+        while self.now.t < end:
+            if (rung := self.tick(*packets)) is not None:
+                return self.now.t, rung
+        return None
+
+
+def test_a_viewer_moved_down_is_judged_on_its_new_rung_alone() -> None:
+    """Capped at 333 kbit/s: rung 1 (250 kbit/s) fits. Right after the move the reports still
+    describe rung 0 (its 1 Mbit/s, the loss in the queue it filled); judged on them, the viewer
+    went on to rung 2 within 1.5 s ("estimate 237 kbit/s for 722 sent")."""
+    driven = Driven()
+    assert driven.until_move(10, remb(1_500_000), report(0)) is None
+    start = driven.now.t
+    moved = driven.until_move(5, remb(280_000), report(0.3))
+    assert moved is not None and moved[1] == 1 and moved[0] - start <= 3.0
+    for lost in (0.3, 0.2, 0.1, 0.05, 0.02, 0.01):  # the queue drains
+        assert driven.tick(remb(240_000), report(lost)) is None, driven.link.why
+    assert driven.until_move(HOLD_FIRST - 2, remb(240_000), report(0)) is None, driven.link.why
+    assert driven.policy.rung == 1 and driven.link.verdict == "good"
+
+
+def test_a_try_that_loses_packets_goes_back_at_once() -> None:
+    """A try up into a link that cannot take it breaks the picture until it is back down: the
+    first report of heavy loss ends it, without the 1.5 s of hysteresis a verdict needs."""
+    driven = Driven()
+    driven.until_move(10, remb(1_500_000), report(0))
+    assert driven.until_move(5, remb(200_000), report(0.3)) is not None
+    tried = driven.until_move(HOLD_FIRST + 5, remb(300_000), report(0))
+    assert tried is not None and tried[1] == 0
+    back = driven.until_move(5, remb(300_000), report(0.4))
+    assert back is not None and back[1] == 1 and back[0] - tried[0] <= 0.25
+    assert driven.policy.hold == 2 * HOLD_FIRST and "on the try" in driven.policy.why
+    # it filled the queue on the way before a round trip could show it: the next keyframe waits
+    assert driven.policy.drain == DRAIN_MAX
+
+
+def test_a_move_down_waits_for_the_queue_on_the_way_to_drain() -> None:
+    """The round trip above its lowest is how long the old rung's packets still queue: a move
+    down waits that long (at most DRAIN_MAX) before the new rung's keyframe; a move up does not."""
+    driven = Driven()
+    link = driven.link
+    link.rtt_min_ms, link.rtt_ms, link.rtt_last_ms = 2.0, 60.0, 702.0  # the newest sample leads
+    moved = driven.until_move(10, remb(200_000), report(0.3))
+    assert moved is not None and moved[1] == 1 and driven.policy.drain == 0.7
+    link.rtt_ms = link.rtt_last_ms = 3000.0
+    assert driven.until_move(10, remb(50_000), report(0.3)) is not None and driven.policy.drain == DRAIN_MAX
+    link.rtt_ms = link.rtt_last_ms = 2.0
+    driven.policy.hold = 0.0
+    assert driven.until_move(3, remb(3_000_000), report(0)) is not None and driven.policy.drain == 0.0
+
+
 def remb_packet(receiver: Any, media_ssrc: int, bps: int) -> RtcpPsfbPacket:
     return RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=receiver._RTCRtpReceiver__rtcp_ssrc or 1,
                           media_ssrc=0, fci=pack_remb_fci(bps, [media_ssrc]))
@@ -105,7 +176,7 @@ async def test_a_short_viewer_moves_down_and_back_without_renegotiating(robot_fa
                         jitter=0, lsr=0, dlsr=0)]))
                 await asyncio.sleep(0.1)
 
-        await say(20_000, 8)  # past the link estimate's warm-up (a browser's REMB starts low)
+        await say(20_000, 12)  # past the warm-up (a browser's REMB starts low), and a settle per rung
         # 20 kbit/s is short of every rung: down one at a time, to the lowest
         lowest = len(robot.daemon.pipeline.rungs) - 1
         await wait_until(lambda: session.policy.rung == lowest, 15, "the weak viewer moves down")

@@ -11,26 +11,20 @@ made here and removed afterwards; addresses are in 127.0.1.0/24 (route_localnet)
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import av
-import numpy as np
 import pytest
 from playwright.sync_api import Browser, Playwright
 
 from tests.conftest import free_port
 from tests.daemon_process import DaemonProcess, get_json
+from tests.netns_support import JS_RECORD_FRAMES, ShapedLink, browser_behind, longest_gap, needs_netns, noise_clip
 from tests.test_browser import (  # noqa: F401 - fixtures
-    CHROMIUM,
     FIRST_PICTURE_TIMEOUT_MS,
     PageSession,
     browser,
-    chromium_launch_options,
     playwright_driver,
     wait_until_playing,
 )
@@ -40,89 +34,12 @@ SERVER, CLIENT = "127.0.1.1", "127.0.1.2"
 BITRATE = 600_000
 CAP = "200kbit"  # a third of the stream
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not CHROMIUM.exists()
-        or not all(shutil.which(tool) for tool in ("ip", "tc", "nsenter", "unshare")),
-        reason="needs root, Chromium, ip, tc, nsenter and unshare (scripts/test.sh runs the suite so)",
-    ),
-]
-
-
-def run(*command: str) -> None:
-    subprocess.run(command, check=True, capture_output=True, timeout=10)
-
-
-def noise_clip(path: Path, seconds: float = 3.0, fps: int = 30) -> Path:
-    """Camera-like content for rate control: every frame fresh noise over a moving gradient."""
-    rng = np.random.default_rng(7)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.options = {"qscale": "3"}
-        for n in range(int(seconds * fps)):
-            base = (np.arange(320)[None, :] + 4 * n) % 256
-            picture = np.clip(base + rng.integers(-60, 60, (240, 320)), 0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(np.stack([picture] * 3, axis=-1), format="rgb24")
-            frame.pts = n
-            for packet in stream.encode(frame.reformat(format="yuv420p")):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
-
-
-class ShapedLink:
-    """A child network namespace joined to ours by a veth pair; the daemon side can be capped."""
-
-    def __init__(self) -> None:
-        self.holder = subprocess.Popen(["unshare", "--net", "sleep", "600"])
-        deadline = time.monotonic() + 5
-        own = os.readlink("/proc/self/ns/net")
-        while os.readlink(f"/proc/{self.holder.pid}/ns/net") == own:
-            assert time.monotonic() < deadline, "the child namespace did not appear"
-            time.sleep(0.01)
-        pid = str(self.holder.pid)
-        run("ip", "link", "add", "vS", "type", "veth", "peer", "name", "vW", "netns", pid)
-        run("ip", "addr", "add", f"{SERVER}/24", "dev", "vS")
-        run("ip", "link", "set", "vS", "up")
-        run("sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1")
-        inside = ("nsenter", "-t", pid, "-n")
-        run(*inside, "ip", "link", "set", "lo", "up")
-        run(*inside, "ip", "addr", "add", f"{CLIENT}/24", "dev", "vW")
-        run(*inside, "ip", "link", "set", "vW", "up")
-        run(*inside, "sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1")
-        self.inside = inside
-
-    def cap(self, rate: str) -> None:
-        """tbf on what the daemon sends to the viewer (aiortc does not pace: the burst must
-        hold a keyframe, and Wi-Fi queues are deep: a second of it here)."""
-        run("tc", "qdisc", "replace", "dev", "vS", "root", "tbf", "rate", rate, "burst", "128kbit", "latency", "1s")
-
-    def lose(self, share: float) -> None:
-        """Drop a random share of what the daemon sends to the viewer (no netem here: an htb
-        with a blackhole class, and a classic BPF filter on a random number choosing it)."""
-        threshold = int(share * 2**32)
-        run("tc", "qdisc", "replace", "dev", "vS", "root", "handle", "1:", "htb", "default", "1")
-        run("tc", "class", "add", "dev", "vS", "parent", "1:", "classid", "1:1", "htb", "rate", "1gbit")
-        run("tc", "class", "add", "dev", "vS", "parent", "1:", "classid", "1:2", "htb", "rate", "1gbit")
-        run("tc", "qdisc", "add", "dev", "vS", "parent", "1:2", "handle", "20:", "blackhole")
-        run("tc", "filter", "add", "dev", "vS", "parent", "1:", "protocol", "all", "bpf", "bytecode",
-            f"4,32 0 0 4294963256,53 1 0 {threshold},6 0 0 4294967295,6 0 0 0", "flowid", "1:2")
-
-    def lift(self) -> None:
-        run("tc", "qdisc", "del", "dev", "vS", "root")
-
-    def close(self) -> None:
-        subprocess.run(["ip", "link", "del", "vS"], capture_output=True, timeout=10)
-        self.holder.kill()
-        self.holder.wait(5)
+pytestmark = [pytest.mark.browser, needs_netns]
 
 
 @pytest.fixture
 def shaped(tmp_path: Path) -> Iterator[tuple[ShapedLink, DaemonProcess]]:
-    link = ShapedLink()
+    link = ShapedLink(SERVER, CLIENT)
     clip = noise_clip(tmp_path / "noise.mp4")
     port = free_port()
     daemon = DaemonProcess(tmp_path, port=port, config_text=(
@@ -139,32 +56,8 @@ def shaped(tmp_path: Path) -> Iterator[tuple[ShapedLink, DaemonProcess]]:
         link.close()
 
 
-# Every presented frame, as the page shows it: wall-clock time and width.
-JS_RECORD_FRAMES = """() => {
-    window.__frames = [];
-    const v = document.querySelector('video');
-    const record = (now, meta) => { window.__frames.push([Date.now() / 1000, meta.width]); v.requestVideoFrameCallback(record); };
-    v.requestVideoFrameCallback(record);
-}"""
-
-
 def sessions(daemon: DaemonProcess) -> list[dict[str, Any]]:
     return get_json(daemon.url + "/health")[1]["peers"]["sessions"]
-
-
-def longest_gap(times: list[float], start: float, end: float) -> float:
-    window = [t for t in times if start <= t <= end]
-    edges = [start, *window, end]
-    return max(b - a for a, b in zip(edges, edges[1:]))
-
-
-def browser_behind(link: ShapedLink, playwright_driver: Playwright, tmp_path: Path) -> Browser:
-    """A Chromium whose every packet goes through the shaped veth (Playwright talks to it
-    over a pipe, which the namespace does not touch)."""
-    wrapper = tmp_path / "chromium-in-namespace"
-    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(link.inside)} {CHROMIUM} \"$@\"\n")
-    wrapper.chmod(0o755)
-    return playwright_driver.chromium.launch(**{**chromium_launch_options(), "executable_path": str(wrapper)})
 
 
 def test_a_capped_viewer_moves_down_keeps_moving_and_comes_back(

@@ -18,7 +18,8 @@ deferred to the end of that spacing, not lost.
 A track can move to another hub of the same codec (another rung of the rendition ladder): it
 stops taking the old hub's packets, waits on the target as a pending reader and moves at the
 target's next keyframe, which it asks for at once (a frame or two: the picture holds still
-that long, never broken). Pausing the old stream first is what makes the switch converge: the
+that long, never broken), or, leaving a rung the viewer's link could not carry, once the queue
+that rung filled on the way has had time to drain. Pausing the old stream first is what makes the switch converge: the
 target's keyframe must be newer than the last packet sent, and a smaller rung's encoder runs
 ahead of a bigger one's. A target that sends no keyframe within SWITCH_TIMEOUT is given up and
 the old stream resumes. Nothing is renegotiated (same codec, payload type and clock).
@@ -67,7 +68,8 @@ class PeerVideoTrack(MediaStreamTrack):
         self._keyframe_at = float("-inf")  # when the queued GOP's keyframe arrived
         self._deferred: asyncio.TimerHandle | None = None
         self._next_hub: PacketHub | None = None  # a switch waiting for that hub's keyframe
-        self._switch_timer: asyncio.TimerHandle | None = None
+        self._switch_timer: asyncio.TimerHandle | None = None  # the drain's end, then the give-up
+        self._switch_from = 0.0  # loop time: the switch takes no keyframe before (the drain)
         self._last_pts = -1  # of the newest packet queued: a switch must not go back in time
 
     @property
@@ -78,8 +80,11 @@ class PeerVideoTrack(MediaStreamTrack):
     def hub(self) -> PacketHub | None:
         return self._hub
 
-    def switch_to(self, hub: PacketHub) -> None:
-        """Move to `hub` at its next keyframe (asked for now); the old stream pauses until then."""
+    def switch_to(self, hub: PacketHub, drain: float = 0.0) -> None:
+        """Move to `hub` at its next keyframe; the old stream pauses until then. The keyframe is
+        asked for now, or after `drain` seconds: a viewer leaving a rung its link could not
+        carry has a queue of it on the way, which would drop the new keyframe; sending nothing
+        meanwhile lets it empty."""
         self._cancel_switch()
         if hub is self._hub:
             return
@@ -91,8 +96,17 @@ class PeerVideoTrack(MediaStreamTrack):
             return
         self._next_hub = hub
         hub.add_pending(self)
-        hub.request_keyframe()
-        self._switch_timer = asyncio.get_running_loop().call_later(SWITCH_TIMEOUT, self._give_up_switch)
+        loop = asyncio.get_running_loop()
+        self._switch_from = loop.time() + drain
+        if drain > 0:
+            self._switch_timer = loop.call_later(drain, self._ask_for_switch)
+        else:
+            self._ask_for_switch()
+
+    def _ask_for_switch(self) -> None:
+        if self._next_hub is not None:
+            self._next_hub.request_keyframe()
+            self._switch_timer = asyncio.get_running_loop().call_later(SWITCH_TIMEOUT, self._give_up_switch)
 
     def _cancel_switch(self) -> None:
         if self._switch_timer is not None:
@@ -112,8 +126,9 @@ class PeerVideoTrack(MediaStreamTrack):
             self.request_keyframe()
 
     def _offer_pending(self, hub: PacketHub, packet: av.Packet) -> None:
-        """A packet of the hub this track is switching to: the switch happens at a keyframe."""
-        if not packet.is_keyframe:
+        """A packet of the hub this track is switching to: the switch happens at a keyframe
+        (after the drain)."""
+        if not packet.is_keyframe or asyncio.get_running_loop().time() < self._switch_from:
             return
         if packet.pts is not None and packet.pts <= self._last_pts:
             hub.request_keyframe()  # the target lags a frame behind: its next one will do

@@ -442,11 +442,12 @@ class VideoPipeline:
         """Subscribe a viewer's track to the codec's hub, starting its producer if idle."""
         self._hub(codec, rung).subscribe(track)
 
-    def switch(self, track: PeerVideoTrack, rung: int) -> None:
-        """Move a viewer to another rung of its codec, at that rung's next keyframe."""
+    def switch(self, track: PeerVideoTrack, rung: int, drain: float = 0.0) -> None:
+        """Move a viewer to another rung of its codec, at that rung's next keyframe (asked for
+        after `drain` seconds)."""
         codec = track.codec
         if codec is not None:
-            track.switch_to(self._hub(codec, min(rung, len(self.rungs) - 1)))
+            track.switch_to(self._hub(codec, min(rung, len(self.rungs) - 1)), drain)
 
     def _hub(self, codec: str, rung: int) -> PacketHub:
         """The hub of this codec and rung, with its producer started if it was idle."""

@@ -14,10 +14,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 from robotcam.config import VideoConfig
-from robotcam.webrtc.link import LinkEstimate
+from robotcam.webrtc.link import LOSS_SHORT, SETTLE, LinkEstimate
 
 HOLD_FIRST, HOLD_MAX = 10.0, 60.0  # seconds on a clean link before trying the rung above
 TRIAL = 10.0  # seconds a try upwards must hold before it counts as a success
+# Leaving a rung the link could not carry, the new rung's first keyframe waits for the queue
+# the old one filled (its round trip above the lowest), at most this long: sent into a full
+# queue it is lost, and the picture waits for the next (3 s instead of 1.5 behind a 333 kbit/s
+# cap with a 1 s queue). A failed try waits this long whatever the round trip says: it filled
+# the queue within its first second, before a round trip through it could be measured.
+DRAIN_MAX = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class RungPolicy:
         self._trying_from: int | None = None  # the rung a try upwards left
         self.moves = 0
         self.why = "the full stream"
+        self.drain = 0.0  # seconds the last move waits before its rung's keyframe
         link.needed_bps = self.rungs[0].bitrate
 
     @property
@@ -81,11 +88,16 @@ class RungPolicy:
         now = self._now()
         if self.rung >= len(self.rungs):
             return self._move(len(self.rungs) - 1, "the ladder changed")
-        if self.link.verdict == "short" and self.rung + 1 < len(self.rungs):
-            if self._trying_from is not None:  # the try failed: wait longer before the next
+        # A try that loses a tenth of its packets has failed: the picture is broken until it
+        # is back down, so no hysteresis (the loss was measured afresh from the move).
+        failing = self._trying_from is not None and (self.link.loss or 0.0) > LOSS_SHORT
+        if (self.link.verdict == "short" or failing) and self.rung + 1 < len(self.rungs):
+            why = self.link.why if self.link.verdict == "short" else f"loss {self.link.loss * 100:.1f} % on the try"
+            tried = self._trying_from is not None
+            if tried:  # the try failed: wait longer before the next
                 self.hold = min(HOLD_MAX, self.hold * 2)
                 self._trying_from = None
-            return self._move(self.rung + 1, f"link short ({self.link.why})")
+            return self._move(self.rung + 1, f"link short ({why})", DRAIN_MAX if tried else 0.0)
         if self._trying_from is not None and now - self._since >= TRIAL:
             self._trying_from = None
             self.hold = HOLD_FIRST  # it held: the next step up comes as soon as it is earned
@@ -95,10 +107,12 @@ class RungPolicy:
             return self._move(self.rung - 1, f"trying the rung above after {now - self._since:.0f} s on a clean link")
         return None
 
-    def _move(self, rung: int, why: str) -> int:
+    def _move(self, rung: int, why: str, drain: float = 0.0) -> int:
+        down = rung > self.rung
+        self.drain = min(DRAIN_MAX, max(drain, self.link.queue_delay())) if down else 0.0
         self.rung, self.why = rung, why
         self._since = self._now()
         self.moves += 1
         self.link.needed_bps = self.rungs[rung].bitrate
-        self.link.reset_verdict()
+        self.link.reset_verdict(SETTLE if down else 0.0)
         return rung

@@ -44,6 +44,9 @@ SHORT_AFTER, GOOD_AFTER = 1.5, 8.0  # seconds of evidence before the verdict cha
 # viewer's first keyframe is a burst: for this long after the first report, only loss counts.
 WARMUP = 5.0
 RATE_PERIOD = 1.0  # seconds per sample of what the viewer is sent
+# After a move down, the queue the old rung filled still drains, and the reports about it keep
+# arriving (a receiver report covers the last second or so): evidence this fresh is not judged.
+SETTLE = 2.0
 QUEUE_MS = 80.0  # a round trip this much above the lowest seen: a queue is building
 SHORT_RATIO, GOOD_RATIO = 0.85, 1.25  # estimate / needed: below is short, above is room
 LOSS_SHORT, LOSS_GOOD = 0.10, 0.02  # smoothed loss fraction: above is short, below is clean
@@ -70,6 +73,7 @@ class LinkEstimate:
         self.loss: float | None = None  # fraction, smoothed
         self.jitter_ms: float | None = None
         self.rtt_ms: float | None = None
+        self.rtt_last_ms: float | None = None  # the newest sample, unsmoothed
         self.verdict = "good"
         self.why = ""
         self.reports = 0
@@ -84,6 +88,7 @@ class LinkEstimate:
         self._budget_at = now()
         self._sent: tuple[float, int] | None = None  # (when, bytes sent so far)
         self._first_report: float | None = None
+        self._settled_at = now()  # no verdict on evidence older than this (see reset_verdict)
         self.rtt_min_ms: float | None = None
 
     # --- input -------------------------------------------------------------------------------
@@ -141,6 +146,7 @@ class LinkEstimate:
             rtt = ((middle - lsr - dlsr) & 0xFFFFFFFF) / 65536.0
             if rtt < 60:  # a wrapped or bogus value is not a round trip
                 self.rtt_ms = _ewma(self.rtt_ms, rtt * 1000.0, 0.3)
+                self.rtt_last_ms = rtt * 1000.0
                 self.rtt_min_ms = min(self.rtt_min_ms or rtt * 1000.0, rtt * 1000.0)
 
     # --- output ------------------------------------------------------------------------------
@@ -158,6 +164,14 @@ class LinkEstimate:
         queueing = (self.rtt_ms is not None and self.rtt_min_ms is not None
                     and self.rtt_ms > self.rtt_min_ms + QUEUE_MS)
         return (self.loss or 0.0) > LOSS_GOOD or self.rate("nack") > 1.0 or queueing
+
+    def queue_delay(self) -> float:
+        """Seconds what we send now waits in a queue on the way: the round trip above its
+        lowest. The newest sample counts as much as the smoothed figure: a queue fills within
+        a second (a try up into a capped link), faster than the smoothing follows."""
+        if self.rtt_ms is None or self.rtt_min_ms is None or self.rtt_last_ms is None:
+            return 0.0
+        return max(0.0, max(self.rtt_ms, self.rtt_last_ms) - self.rtt_min_ms) / 1000
 
     def rate(self, kind: str) -> float:
         """NACKed packets or PLIs per second over the last RATE_WINDOW seconds."""
@@ -186,9 +200,16 @@ class LinkEstimate:
         return (1.0 - self._budget) / per_second
 
 
-    def reset_verdict(self) -> None:
-        """After a move to another rung: judge afresh against its needs."""
+    def reset_verdict(self, settle: float = 0.0) -> None:
+        """After a move to another rung: judge afresh against its needs, on evidence about its
+        stream only. What the old rung was sent, its smoothed loss and its NACKs say nothing
+        about the new one (kept, they moved a viewer just down to 250 kbit/s on to 100 within
+        1.5 s: "estimate 237 kbit/s for 722 sent", the 722 being the old rung's); no verdict
+        for `settle` seconds while the old rung's queue drains (after a move down)."""
         self.verdict, self._against_since = "good", None
+        self.send_bps, self._sent, self.loss = None, None, None
+        self._nack_times.clear()
+        self._settled_at = self._now() + settle
 
     def _assess(self, now: float) -> None:
         """Move the verdict only after the evidence has held for a while (hysteresis)."""
@@ -196,6 +217,9 @@ class LinkEstimate:
         carrying = self.carrying_bps
         if self._first_report is None:
             self._first_report = now
+        if now < self._settled_at:
+            self._against_since = None
+            return
         warming_up = now - self._first_report < WARMUP
         short_now = loss > LOSS_SHORT or (
             not warming_up and estimate is not None and estimate < carrying * SHORT_RATIO

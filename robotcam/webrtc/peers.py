@@ -464,10 +464,10 @@ class PeerManager:
             link.observe(packet, video.track.bytes_sent)
             rung = policy.decide()
             if rung is not None:
-                log.info("viewer %d%s: moving to %s (%s): %s", session.id, named,
-                         "the full stream" if rung == 0 else f"rung {rung}",
-                         policy.rungs[rung].describe(), policy.why)
-                video.pipeline.switch(video.track, rung)
+                log.info("viewer %d%s: moving to %s (%s): %s%s", session.id, named,
+                         "the full stream" if rung == 0 else f"rung {rung}", policy.rungs[rung].describe(),
+                         policy.why, f"; after {policy.drain:.1f} s for its queue to drain" if policy.drain else "")
+                video.pipeline.switch(video.track, rung, policy.drain)
             if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 pacer.add(packet.lost)
                 return
