@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPacket, pack_remb_fci
+import pytest
+from aiortc.rtp import (
+    RTCP_PSFB_APP, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket,
+    pack_remb_fci,
+)
 
 from robotcam.config import VideoConfig
 from robotcam.webrtc.link import LinkEstimate
-from robotcam.video.rungs import DRAIN_MAX, HOLD_FIRST, TRIAL, RungPolicy, ladder
+from robotcam.video.rungs import DRAIN_MAX, HOLD_FIRST, TRIAL, TRY_QUEUE, RungPolicy, ladder
 from tests.conftest import make_config, wait_until
 from tests.test_link import OURS, Clock, remb, report
 from tests.viewer import Viewer
@@ -121,6 +125,61 @@ def test_a_try_that_loses_packets_goes_back_at_once() -> None:
     assert driven.policy.hold == 2 * HOLD_FIRST and "on the try" in driven.policy.why
     # it filled the queue on the way before a round trip could show it: the next keyframe waits
     assert driven.policy.drain == DRAIN_MAX
+
+
+def test_a_try_that_builds_a_queue_goes_back_before_it_loses_packets() -> None:
+    """Behind a deep buffer (Wi-Fi's, tbf's 1 s) a try up into a link that cannot take it
+    shows no loss for a second or more: its round trip climbing is the first sign, and it ends
+    the try at once, before the queue overflows and the picture breaks."""
+    driven = Driven()
+    link = driven.link
+    link.rtt_min_ms = link.rtt_ms = link.rtt_last_ms = 2.0
+    driven.until_move(10, remb(1_500_000), report(0))
+    assert driven.until_move(5, remb(200_000), report(0.3)) is not None
+    link.rtt_last_ms = 800.0  # the queue the move down left, measured before the try
+    tried = driven.until_move(HOLD_FIRST + 5, remb(300_000), report(0))
+    assert tried is not None and tried[1] == 0
+    assert driven.tick(remb(300_000), report(0)) is None  # no round trip of its own yet: it goes on
+    link.rtt_last_ms, link.rtt_samples = 3.0, link.rtt_samples + 1
+    assert driven.tick(remb(300_000), report(0)) is None  # a calm round trip: the try goes on
+    # the queue builds; no loss reported yet
+    link.rtt_last_ms, link.rtt_samples = 2.0 + TRY_QUEUE * 1000 + 50, link.rtt_samples + 1
+    assert driven.tick(remb(300_000), report(0)) == 1
+    assert "round trip" in driven.policy.why and "on the try" in driven.policy.why
+    assert driven.policy.hold == 2 * HOLD_FIRST
+    # caught before it overflowed: the keyframe waits what the round trip says, not DRAIN_MAX
+    assert driven.policy.drain == pytest.approx(TRY_QUEUE + 0.05)
+    # the same round trip on a rung the viewer holds is not a try: no move at once
+    assert driven.tick(remb(300_000), report(0)) is None
+
+
+def test_a_try_whose_packets_are_nacked_goes_back_before_the_next_report() -> None:
+    """Once a try's queue overflows, the browser NACKs what it misses at once, a second before
+    its next receiver report says so: a tenth of the try's packets NACKed ends it."""
+    driven = Driven()
+    driven.until_move(10, remb(1_500_000), report(0))
+    assert driven.until_move(5, remb(200_000), report(0.3)) is not None
+    tried = driven.until_move(HOLD_FIRST + 5, remb(300_000), remb(300_000))
+    assert tried is not None and tried[1] == 0
+    few = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=OURS, lost=[1, 2, 3])
+    assert driven.tick(remb(300_000), few) is None  # a few random losses are no verdict
+    many = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=OURS, lost=list(range(10, 30)))
+    assert driven.tick(remb(300_000), many) == 1  # no receiver report needed
+    assert "on the try" in driven.policy.why and driven.policy.drain == DRAIN_MAX
+
+
+def test_a_try_whose_remb_falls_goes_back_at_once() -> None:
+    """The browser's estimator sees the queue a try builds from the packets' spacing and lowers
+    its REMB: a fall to under 80 % of the REMB the try began with ends it; a REMB that rises
+    (the link carries the try) does not."""
+    driven = Driven()
+    driven.until_move(10, remb(1_500_000), report(0))
+    assert driven.until_move(5, remb(200_000), report(0.3)) is not None
+    tried = driven.until_move(HOLD_FIRST + 5, remb(300_000), report(0))
+    assert tried is not None and tried[1] == 0
+    assert driven.tick(remb(400_000), report(0)) is None and driven.tick(remb(260_000)) is None
+    assert driven.tick(remb(230_000)) == 1
+    assert "estimate fell to 230 kbit/s on the try" in driven.policy.why
 
 
 def test_a_move_down_waits_for_the_queue_on_the_way_to_drain() -> None:

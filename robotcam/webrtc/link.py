@@ -69,15 +69,18 @@ class LinkEstimate:
         self.needed_bps = needed_bps
         self._now = now
         self.remb_bps: float | None = None
+        self.remb_last_bps: float | None = None  # the newest REMB, unsmoothed
         self.send_bps: float | None = None  # measured: what this viewer is sent
         self.loss: float | None = None  # fraction, smoothed
         self.jitter_ms: float | None = None
         self.rtt_ms: float | None = None
         self.rtt_last_ms: float | None = None  # the newest sample, unsmoothed
+        self.rtt_samples = 0  # how many there have been: a decision can wait for a fresh one
         self.verdict = "good"
         self.why = ""
         self.reports = 0
         self.nacked = 0  # packets asked for again
+        self.sent_bytes = 0  # what the viewer's track had sent at the newest RTCP packet
         self.resent = 0  # of those, sent again (paced)
         self.resends_refused = 0  # of those, dropped: the queue of waiting resends was full
         self.plis = 0
@@ -97,6 +100,7 @@ class LinkEstimate:
         """One RTCP packet; `sent_bytes`, the bytes this viewer's track has sent so far."""
         now = self._now()
         if sent_bytes is not None:
+            self.sent_bytes = sent_bytes
             self._measure(now, sent_bytes)
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
@@ -136,6 +140,7 @@ class LinkEstimate:
         # drops are believed at once, rises slowly: a link gets worse faster than it gets better
         alpha = 0.6 if self.remb_bps is not None and bps < self.remb_bps else 0.15
         self.remb_bps = _ewma(self.remb_bps, float(bps), alpha)
+        self.remb_last_bps = float(bps)
 
     def receiver_report(self, fraction_lost: int, jitter: int, lsr: int, dlsr: int) -> None:
         self.reports += 1
@@ -147,6 +152,7 @@ class LinkEstimate:
             if rtt < 60:  # a wrapped or bogus value is not a round trip
                 self.rtt_ms = _ewma(self.rtt_ms, rtt * 1000.0, 0.3)
                 self.rtt_last_ms = rtt * 1000.0
+                self.rtt_samples += 1
                 self.rtt_min_ms = min(self.rtt_min_ms or rtt * 1000.0, rtt * 1000.0)
 
     # --- output ------------------------------------------------------------------------------
