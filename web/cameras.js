@@ -86,8 +86,13 @@
       const tile = { camera: cams.choice[index], state: 'connecting', detail: '', frames: 0, lastFrameAt: 0,
         element, video, menu, text };
       cams.tiles.push(tile);
-      countFrames(tile);
-      video.addEventListener('click', () => enlarge(tile));
+      countFrames(tile); // also makes the element point at this tile
+      if (!video.robotcamClicks) { // the stage's element outlives rebuilds: one listener
+        video.robotcamClicks = true;
+        video.addEventListener('click', () => {
+          if (cams.tiles.includes(video.robotcamTile)) enlarge(video.robotcamTile);
+        });
+      }
     });
   }
 
