@@ -291,6 +291,28 @@ async def test_switching_over_the_websocket(robot_factory: Any, clip: Path) -> N
         await viewer.close()
 
 
+async def test_a_websocket_offer_names_its_cameras(robot_factory: Any, clip: Path) -> None:
+    robot = await start_two(robot_factory, clip)
+    viewer = MultiViewer(2)
+    ws = await robot.http.ws_connect("/ws?camera=front")
+    try:
+        offer = await viewer.offer_body()
+        for wrong in (5, [], ["arm", 3], ""):  # clear errors; the socket stays usable
+            await ws.send_json({"type": "offer", "sdp": offer["sdp"], "camera": wrong})
+            error = await asyncio.wait_for(ws.receive_json(), 10)
+            assert error["status"] == 400 and '"camera" names a camera' in error["error"], (wrong, error)
+        # the message's list beats the URL's ?camera=
+        await ws.send_json({"type": "offer", "sdp": offer["sdp"], "camera": ["arm", "front"]})
+        answer = await asyncio.wait_for(ws.receive_json(), 10)
+        assert answer["type"] == "answer", answer
+        await viewer.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        await viewer.wait_showing(0, "arm")
+        await viewer.wait_showing(1, "front")
+    finally:
+        await ws.close()
+        await viewer.close()
+
+
 # --- failure -----------------------------------------------------------------------------------
 
 class StallingSource(TestPatternSource):

@@ -7,7 +7,6 @@ reverse order of start: viewers first, then encoders and sources, then the ICE a
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from typing import Any, Protocol
@@ -167,9 +166,7 @@ class Daemon:
 
     def camera_health(self) -> dict[str, dict[str, Any]]:
         """Per camera: the pipeline's report, whether it is ok, and how many viewers watch it."""
-        watching = collections.Counter(
-            video.camera for session in self.peers.sessions.values() for video in session.videos
-        )
+        watching = self.peers.viewers_by_camera()
         warm = time.monotonic() - self.started_at > 5
         report = {}
         for pipeline in self.cameras:

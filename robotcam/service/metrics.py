@@ -164,8 +164,7 @@ class DaemonCollector(Collector):
             "switch needs none)")
         answered.add_metric([], self.viewers.answered_total)
         yield answered
-        watching: Counter[str] = Counter({p.name: 0 for p in self.daemon.cameras})
-        watching.update(video.camera for session in sessions for video in session.videos)
+        watching = self.daemon.peers.viewers_by_camera()
         per_camera = GaugeMetricFamily(
             "robotcam_camera_viewers", "Viewers' video sections showing each camera", labels=["camera"])
         for camera, count in watching.items():

@@ -534,6 +534,15 @@ class PeerManager:
         closing = [t for t in self._tasks if t.get_name() == _CLOSE_TASK]
         await self._tasks.close(CLOSE_WAIT, finish=closing)
 
+    def viewers_by_camera(self) -> dict[str, int]:
+        """Per camera (every one, in config order, then any a reload removed that a section
+        still names): the viewers' video sections showing it."""
+        counts = {pipeline.name: 0 for pipeline in self.cameras}
+        for session in self.sessions.values():
+            for video in session.videos:
+                counts[video.camera] = counts.get(video.camera, 0) + 1
+        return counts
+
     def snapshot(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.sessions.values()]
 
